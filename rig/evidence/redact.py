@@ -91,9 +91,15 @@ def _pan_end(digits: str, start: int) -> int:
     if digits[start] == "0":
         return -1
     for end in range(min(len(digits), start + 19), start + 12, -1):
-        if luhn_ok(digits[start:end]):
+        candidate = digits[start:end]
+        if luhn_ok(candidate) and not _ascii_hex_like(candidate):
             return end
     return -1
+
+
+def _ascii_hex_like(digits: str) -> bool:
+    """Byte-aligned hex whose every byte is printable ASCII (20–79): text, masked at byte level."""
+    return all("2" <= digits[i] <= "7" for i in range(0, len(digits) - 1, 2))
 
 
 def _mask_hex_run(match: re.Match[str]) -> str:
@@ -113,9 +119,7 @@ def _mask_hex_run(match: re.Match[str]) -> str:
 def _drop_hex_track2(match: re.Match[str]) -> str:
     run = match.group(0)
     pan = run[: run.index("D")]
-    evens = pan[::2]
-    ascii_like = evens.count("3") * 2 >= len(evens)  # hex of ASCII digits: 3x3x3x...
-    if not ascii_like and any(luhn_ok(pan[i:]) for i in range(0, len(pan) - 12)):
+    if not _ascii_hex_like(pan) and any(luhn_ok(pan[i:]) for i in range(0, len(pan) - 12)):
         return "*" * 8
     return run
 
