@@ -1,0 +1,1 @@
+"""Card simulator: card applications served to pcscd through the vsmartcard vpcd protocol."""
