@@ -31,14 +31,15 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _mount(module: str, name: str, help_text: str) -> None:
+def _mount(module: str, name: str, help_text: str) -> object:
     """Mount a sub-application (`app` Typer or `register(app)`) from a module of the core."""
     try:
         mod = importlib.import_module(module)
     except ImportError:
-        return
+        return None
     if hasattr(mod, "app"):
         app.add_typer(mod.app, name=name, help=help_text)
+    return mod
 
 
 @bench_app.command("up")
@@ -141,7 +142,11 @@ def demo(
 _mount("rig.emv.cli", "tlv", "Decode BER-TLV (EMV) data.")
 _mount("rig.iso8583.cli", "iso8583", "Decode and encode ISO 8583 messages of the rig's dialect.")
 _mount("rig.qr.cli", "qr", "Decode, validate and build EMVCo QR payloads.")
-_mount("rig.crypto.cli", "crypto", "Payment cryptography calculator (test keys only).")
+_crypto = _mount("rig.crypto.cli", "crypto", "Payment cryptography calculator (test keys only).")
+if _crypto is not None:
+    from rig.crypto.emv_cli import register as _register_emv_crypto
+
+    _register_emv_crypto(_crypto.app)
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Payment cryptography on `cryptography` only: KCV, PIN blocks, DUKPT, MACs, TR-31, EMV keys, ODA."""
+"""Payment cryptography on `cryptography` only: KCV, PIN blocks, DUKPT, MAC, TR-31, EMV, ODA."""
