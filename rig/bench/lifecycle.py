@@ -294,9 +294,10 @@ def _real_endpoint(inst: Any) -> dict[str, Any]:
 
 def _ensure_pcscd_for_bench() -> int | None:
     """Start pcscd detached when none runs; return its pid when this bench started it."""
-    from rig.bench.pcscd import start_pcscd_detached
+    from rig.bench.pcscd import start_pcscd
 
-    return start_pcscd_detached()
+    proc = start_pcscd()
+    return proc.pid if proc is not None else None
 
 
 def _alive(pid: int) -> bool:
