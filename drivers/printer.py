@@ -126,6 +126,11 @@ class SerialPrinterEmulator:
 
     # -- test-facing API --------------------------------------------------------------------
     @property
+    def alive(self) -> bool:
+        """True while the reader thread runs (it stops on close or when the port vanishes)."""
+        return self._thread.is_alive()
+
+    @property
     def receipts(self) -> list[Receipt]:
         """Receipts printed so far (a copy)."""
         self._check()

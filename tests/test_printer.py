@@ -137,9 +137,9 @@ def test_port_vanishing_surfaces_error(cable, tmp_path: Path) -> None:
         with pytest.raises(PrinterError, match="vanished"):
             printer.set_paper_out(True)
         deadline = time.monotonic() + 2
-        while printer._thread.is_alive() and time.monotonic() < deadline:
+        while printer.alive and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not printer._thread.is_alive()
+        assert not printer.alive
     finally:
         printer.close()
 

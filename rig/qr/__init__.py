@@ -1,0 +1,1 @@
+"""EMVCo QR payment payloads: merchant-presented (mpm) and consumer-presented (cpm)."""
