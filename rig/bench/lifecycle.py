@@ -135,7 +135,7 @@ def _dut_argv(spec: BenchSpec, rt: Path) -> list[str]:
         if inst.kind in CABLED_KINDS and getattr(inst, "sim", False):
             flag = {"ecr": "--ecr", "printer": "--printer", "qr_scanner": "--scanner"}[inst.kind]
             argv += [flag, str(rt / f"dut-{inst_name}")]
-    return [*argv, "--state-dir", str(rt / "rail"), "--name", spec.dut.name]
+    return [*argv, "--state-dir", str(rt / "dut"), "--name", spec.dut.name]
 
 
 def _write_rail(spec: BenchSpec, rt: Path) -> None:
