@@ -23,10 +23,11 @@ from rig.bench import Bench, BenchFileError
 # EMVCo merchant-presented QR, the specification's published example (test data).
 SAMPLE_QR = (
     "00020101021229300012D156000000000510A93FO3230Q31280012D15600000001030812345678520441115802CN"
-    "5914BEST TRANSPORT6007BEIJING64200002ZH0104最佳运输0202北京540523.7253031565502016233030412340603"
-    "***0708A60086670902ME91320016A0112233449988770708123456786304A13A"
+    "5914BEST TRANSPORT6007BEIJING64200002ZH0104最佳运输0202北京540523.72530315655020162330304"
+    "12340603***0708A60086670902ME91320016A0112233449988770708123456786304A13A"
 )
-SELECT_PPSE = bytes.fromhex("00A404000E325041592E5359532E444446303100")
+SELECT_DEMO_APP = bytes.fromhex("00A4040008F0504F535249470100")
+"""SELECT of the simulated card's demo application (rig.card.iso7816_app.AID_DIRECT)."""
 
 
 @dataclass
@@ -100,9 +101,9 @@ class Demo:
         reader.wait_for_card(5.0)
         reader.connect()
         atr = reader.atr.hex().upper()
-        data, sw = reader.transmit(SELECT_PPSE)
+        data, sw = reader.transmit(SELECT_DEMO_APP)
         reader.disconnect()
-        return sw == 0x9000, f"readers {len(names)}; ATR {atr}; SELECT PPSE -> {sw:04X}"
+        return sw == 0x9000, f"readers {len(names)}; ATR {atr}; SELECT -> {len(data)} B, {sw:04X}"
 
     def receipt(self) -> tuple[bool, str]:
         printer = self.bench["printer"]
@@ -138,9 +139,8 @@ class Demo:
             sock.sendall(struct.pack(">H", len(message)) + message)
             header = _recv_exact(sock, 2)
             answer = _recv_exact(sock, struct.unpack(">H", header)[0])
-        counters = proxy.status()
-        ok = answer == message
-        return ok, f"{len(message)}-byte frame through the proxy and back; proxy ok={counters['ok']}"
+        frames = proxy.status().get("frames", {})
+        return answer == message, f"{len(message)}-byte frame via the proxy and back; {frames}"
 
     def power_off(self) -> tuple[bool, str]:
         self.bench.power.off()

@@ -61,7 +61,8 @@ FORBIDDEN_FIELDS = frozenset(
 )
 """Field names that never cross the ECR link."""
 
-_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*")
+"""Text fields: any Unicode without control characters; on the wire JSON escapes non-ASCII."""
 _DIGITS = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
 _MASKED_PAN = re.compile(r"[0-9]{6}\*{3,9}[0-9]{4}")
 _HEX8 = re.compile(r"[0-9A-F]{8}")
@@ -81,7 +82,7 @@ def _int(lo: int, hi: int) -> Callable[[Any], str | None]:
 def _text(lo: int, hi: int) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         if not isinstance(v, str) or not lo <= len(v) <= hi or not _PRINTABLE.fullmatch(v):
-            return f"must be printable ASCII text of {lo}..{hi} characters"
+            return f"must be printable text (no control characters) of {lo}..{hi} characters"
         return None
 
     return check

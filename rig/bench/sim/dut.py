@@ -114,7 +114,8 @@ class Dut(TerminalModel):
         self._scan_buf = lines.pop()[-4096:]
         for line in lines:
             if line:
-                text = "".join(chr(b) if 0x20 <= b <= 0x7E else "?" for b in line)
+                decoded = line.decode("utf-8", errors="replace")
+                text = "".join(c if c.isprintable() else "?" for c in decoded)
                 self.last_qr = msgs.mask_clear_pans(text)[:512]
 
     def do_status(self, msg: Message) -> Message:
