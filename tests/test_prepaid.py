@@ -131,3 +131,13 @@ def test_balance_is_sum_of_loads_minus_purchases(amounts: list[int]) -> None:
     purse.debit_for_purchase(7, DATE, TIME, p.purchase_mac1(sespk, spent, TID, DATE, TIME))
     assert purse.balance == sum(amounts) - spent
     assert purse.online_counter == len(amounts) and purse.offline_counter == 1
+
+
+def test_zero_load_is_out_of_range_and_abandon_forgets_pending(purse: Purse) -> None:
+    with pytest.raises(PurseError) as exc:
+        purse.initialize_for_load(0, TID, bytes(4))
+    assert exc.value.sw == 0x6A80
+    purse.initialize_for_load(10, TID, bytes(4))
+    purse.abandon()
+    with pytest.raises(PurseError, match="without INITIALIZE FOR LOAD"):
+        purse.credit_for_load(DATE, TIME, bytes(4))

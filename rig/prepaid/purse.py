@@ -177,10 +177,16 @@ class Purse:
     log: list[PurseRecord] = field(default_factory=list)
     _pending: tuple | None = field(default=None, repr=False)
 
+    def abandon(self) -> None:
+        """Forget a started load or purchase (reset, or another command in between)."""
+        self._pending = None
+
     def initialize_for_load(self, amount: int, terminal_id: bytes, random4: bytes) -> LoadInit:
         """Start a load: check limits, derive SESLK, answer MAC1 over the old balance."""
         _check_tid(terminal_id)
-        if amount <= 0 or self.balance + amount > self.max_balance:
+        if amount <= 0:
+            raise PurseError("load amount must be positive", 0x6A80)
+        if self.balance + amount > self.max_balance:
             raise PurseError(f"load of {amount} would exceed the maximum balance", 0x6A83)
         if self.online_counter >= 0xFFFF:
             raise PurseError("online transaction counter exhausted", 0x6985)
