@@ -35,7 +35,9 @@ def _mount(module: str, name: str, help_text: str) -> object:
     """Mount a sub-application (`app` Typer or `register(app)`) from a module of the core."""
     try:
         mod = importlib.import_module(module)
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
         return None
     if hasattr(mod, "app"):
         app.add_typer(mod.app, name=name, help=help_text)
@@ -142,6 +144,8 @@ def demo(
 _mount("rig.emv.cli", "tlv", "Decode BER-TLV (EMV) data.")
 _mount("rig.iso8583.cli", "iso8583", "Decode and encode ISO 8583 messages of the rig's dialect.")
 _mount("rig.qr.cli", "qr", "Decode, validate and build EMVCo QR payloads.")
+_mount("rig.host.cli", "host", "Reference acquirer host: init, serve, control, journal, load.")
+_mount("rig.card.cli", "card", "Card simulator: serve a card profile, capture a real card.")
 _crypto = _mount("rig.crypto.cli", "crypto", "Payment cryptography calculator (test keys only).")
 if _crypto is not None:
     from rig.crypto.emv_cli import register as _register_emv_crypto
