@@ -3,8 +3,8 @@
 `bring_up` starts every simulator a bench file declares (each detached in its own session, its
 stdout and stderr in the runtime folder's `logs/`), waits for each readiness line, and writes
 `state.json`; `status` says which processes live and answer on their interface; `tear_down`
-stops exactly the processes `bring_up` started (and the simulated device, and pcscd if it was
-started for this bench) and removes the runtime folder.
+stops exactly the processes `bring_up` started (and the simulated device; pcscd is shared through
+leases in `rig.bench.pcscd` and stops with its last user) and removes the runtime folder.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class BenchState:
     started_at: float
     processes: list[SimProcess] = field(default_factory=list)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pcscd_pid: int | None = None
+    pcscd_lease: str | None = None
 
     def save(self) -> None:
         path = Path(self.runtime_dir) / "state.json"
@@ -223,7 +223,10 @@ def bring_up(spec: BenchSpec, bench_file: str | Path, progress: Any = None) -> B
                 ends = _start(state, name, argv)
                 state.endpoints[name] = {"visa": ends["visa"], "address": ends["address"]}
             elif inst.kind == "pcsc_reader":
-                state.pcscd_pid = _ensure_pcscd_for_bench()
+                from rig.bench.pcscd import hold_pcscd
+
+                state.pcscd_lease = f"bench-{spec.name}"
+                hold_pcscd(state.pcscd_lease)  # until the card simulator holds it below
                 state.save()
                 argv = _python_module(
                     "rig.bench.sim.cardsim",
@@ -233,6 +236,7 @@ def bring_up(spec: BenchSpec, bench_file: str | Path, progress: Any = None) -> B
                     "127.0.0.1:0",
                 )
                 ends = _start(state, name, argv)
+                hold_pcscd(state.pcscd_lease, pid=state.processes[-1].pid)
                 state.endpoints[name] = {"reader": ends["reader"], "control": ends["control"]}
             elif inst.kind == "host":
                 argv = _python_module(
@@ -292,14 +296,6 @@ def _real_endpoint(inst: Any) -> dict[str, Any]:
     return {}
 
 
-def _ensure_pcscd_for_bench() -> int | None:
-    """Start pcscd detached when none runs; return its pid when this bench started it."""
-    from rig.bench.pcscd import start_pcscd
-
-    proc = start_pcscd()
-    return proc.pid if proc is not None else None
-
-
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -356,9 +352,11 @@ def tear_down(state: BenchState) -> list[str]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(dut, signal.SIGKILL)
         stopped.append(f"device under test (pid {dut})")
-    if state.pcscd_pid:
-        _stop_pid(state.pcscd_pid, group=False)
-        stopped.append(f"pcscd (pid {state.pcscd_pid})")
+    if state.pcscd_lease:
+        from rig.bench.pcscd import release_pcscd
+
+        if release_pcscd(state.pcscd_lease):
+            stopped.append("pcscd (started for this bench, no other user left)")
     shutil.rmtree(state.runtime_dir, ignore_errors=True)
     return stopped
 

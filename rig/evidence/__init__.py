@@ -8,7 +8,7 @@ __all__ = [
     "Transcript",
     "mask_pan",
     "null_transcript",
-    "redact_bytes",
     "read_transcript",
+    "redact_bytes",
     "redact_value",
 ]

@@ -86,13 +86,29 @@ def redact_text(text: str) -> str:
     return _TEXT_DIGITS.sub(_mask_text_run, text)
 
 
-def _pan_end(digits: str, start: int) -> int:
+def _luhn_prefixes(digits: str) -> tuple[list[int], list[int]]:
+    """Prefix sums of Luhn contributions with even / odd absolute positions doubled.
+
+    The Luhn sum of digits[s:e] doubles the positions j with (e - 1 - j) odd, i.e. j of the
+    same parity as e, so any window is checked in O(1) from these two lists.
+    """
+    even, odd = [0], [0]
+    for j, ch in enumerate(digits):
+        d = ord(ch) - 48
+        dd = d * 2 - 9 if d > 4 else d * 2
+        even.append(even[-1] + (dd if j % 2 == 0 else d))
+        odd.append(odd[-1] + (d if j % 2 == 0 else dd))
+    return even, odd
+
+
+def _pan_end(digits: str, start: int, sums: tuple[list[int], list[int]]) -> int:
     """End of a plausible PAN (13–19 digits, no leading 0, Luhn-valid) at `start`, or -1."""
     if digits[start] == "0":
         return -1
+    even, odd = sums
     for end in range(min(len(digits), start + 19), start + 12, -1):
-        candidate = digits[start:end]
-        if luhn_ok(candidate) and not _ascii_hex_like(candidate):
+        table = even if end % 2 == 0 else odd
+        if (table[end] - table[start]) % 10 == 0 and not _ascii_hex_like(digits[start:end]):
             return end
     return -1
 
@@ -105,9 +121,10 @@ def _ascii_hex_like(digits: str) -> bool:
 def _mask_hex_run(match: re.Match[str]) -> str:
     run = match.group(0)
     out = list(run)
+    sums = _luhn_prefixes(run)
     i = match.start() % 2  # BCD PANs start on a byte boundary of the hex rendering
     while i <= len(run) - 13:
-        end = _pan_end(run, i)
+        end = _pan_end(run, i, sums)
         if end < 0:
             i += 2
             continue

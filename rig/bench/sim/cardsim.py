@@ -1,0 +1,386 @@
+"""Card simulator process: a card application served to pcscd through vpcd, plus a control port.
+
+    python -m rig.bench.sim.cardsim --vpcd 127.0.0.1:35963 --control 127.0.0.1:0 \
+        [--app iso7816] [--absent] [--mute-timeout 1.0] [--insert-wait 5] [--transcript PATH]
+
+Readiness: {"reader": "Virtual PCD 00 00", "vpcd": "127.0.0.1:35963", "control": "host:port"}
+(port 35963 is reader index 0, 35964 index 1). The control port takes JSON lines:
+  {"cmd": "insert"}   connect to vpcd: the card is present (waits until pcscd powers it)
+  {"cmd": "remove"}   close the link: the card is absent (answers after one pcscd poll, 0.45 s)
+  {"cmd": "mute", "on": true, "timeout": 1.0}   hold every command APDU unanswered; after
+      `timeout` s the simulated reader gives up (the link is re-made, the card stays present and
+      pcscd reports a failed transmission); unmuting in time answers the held command late
+  {"cmd": "status"}
+and answers one line {"ok": true, "status": {...}} or {"ok": false, "error": "..."}.
+The APDU path is a blocking loop in its own thread; control runs in other threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from drivers.iso7816 import describe_command, describe_sw
+from rig.bench.pcscd import DEFAULT_VPCD_PORT, VPCD_SLOTS, vpcd_port, vpcd_reader_name
+from rig.bench.sim.common import announce_failure, announce_ready, exit_on_sigterm
+from rig.card.application import CardApplication
+from rig.card.iso7816_app import Iso7816DemoCard
+from rig.card.vpcd import CONTROL_NAMES, CTRL_ATR, CTRL_OFF, DROPPED, VpcdError, VpcdLink
+from rig.evidence import Direction, Transcript, null_transcript
+
+APPS: dict[str, Callable[[], CardApplication]] = {"iso7816": Iso7816DemoCard}
+INSERT_WAIT = 5.0
+"""Seconds `insert` may take until pcscd powers the new card (it polls readers every 0.4 s)."""
+POWER_ON_WAIT = 1.5
+"""Seconds after connecting by which pcscd powers a card it has seen inserted."""
+REMOVAL_SETTLE = 0.45
+"""One pcscd poll period (0.4 s) and a margin: long enough for pcscd to see the reader empty."""
+
+
+class ControlError(Exception):
+    """A control request that cannot be carried out; the message goes back to the client."""
+
+
+def split_endpoint(text: str, what: str) -> tuple[str, int]:
+    """Split "host:port" into (host, port); ControlError naming the option otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ControlError(f"{what} {text!r}: expected host:port, e.g. 127.0.0.1:35963")
+    return host, int(port)
+
+
+class CardSlot:
+    """The card's presence at one vpcd reader: insert, remove, mute, and the APDU thread."""
+
+    def __init__(
+        self,
+        app: CardApplication,
+        host: str,
+        port: int,
+        *,
+        transcript: Transcript | None = None,
+        mute_timeout: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.host, self.port = host, port
+        self.transcript = transcript if transcript is not None else null_transcript("cardsim")
+        self.mute_timeout = mute_timeout
+        self._cond = threading.Condition()
+        self._link: VpcdLink | None = None
+        self._thread: threading.Thread | None = None
+        self._muted = False
+        self._held = 0
+        self._powered = False
+        self._taken = threading.Event()
+        self._seen = False
+        self.apdus = 0
+        self.mute_drops = 0
+
+    @property
+    def present(self) -> bool:
+        return self._link is not None
+
+    def insert(self, wait: float = INSERT_WAIT) -> None:
+        """Connect to vpcd and serve; returns once pcscd has powered the card.
+
+        pcscd notices a removal only if one of its presence polls finds no card; when a new link
+        was already waiting (the previous card was dropped outside a poll), it sees one card all
+        along and never powers the new one. The slot then drops the link for a poll and retries.
+        """
+        deadline = time.monotonic() + wait
+        for attempt in (1, 2):
+            link = self._attach(max(0.1, deadline - time.monotonic()))
+            if attempt == 1:
+                self.transcript.record(
+                    Direction.EVENT, None, {"event": "insert", "vpcd": link.endpoint}
+                )
+            first = min(POWER_ON_WAIT, max(0.0, deadline - time.monotonic()))
+            if self._taken.wait(first):
+                return
+            if not self._seen:
+                break
+            self._detach(settle=True)
+        left = max(0.0, deadline - time.monotonic())
+        if self._taken.wait(left) or self._seen:
+            return
+        self._detach(settle=False)
+        raise ControlError(
+            f"vpcd at {self.host}:{self.port} did not take the card within {wait:g} s: "
+            "is another card simulator attached to this reader?"
+        )
+
+    def _attach(self, timeout: float) -> VpcdLink:
+        with self._cond:
+            if self._link is not None:
+                return self._link
+            try:
+                link = VpcdLink.connect(self.host, self.port, timeout=timeout)
+            except VpcdError as exc:
+                raise ControlError(str(exc)) from exc
+            self._link = link
+            self._taken.clear()
+            self._seen = False
+            self._thread = threading.Thread(target=self._run, args=(link,), daemon=True)
+            self._thread.start()
+            return link
+
+    def _detach(self, *, settle: bool) -> bool:
+        with self._cond:
+            link, self._link = self._link, None
+            self._powered = False
+            self._cond.notify_all()
+            if link is None:
+                return False
+            link.close()
+            if settle:
+                time.sleep(REMOVAL_SETTLE)
+        return True
+
+    def remove(self) -> None:
+        """Pull the card; returns after one pcscd poll period, when the reader reads empty."""
+        if self._detach(settle=True):
+            self.transcript.record(Direction.EVENT, None, {"event": "remove"})
+
+    def mute(self, on: bool, timeout: float | None = None) -> None:
+        """Stop (or resume) answering command APDUs; `timeout` is the reader's waiting time."""
+        with self._cond:
+            self._muted = on
+            if timeout is not None:
+                self.mute_timeout = timeout
+            self._cond.notify_all()
+        self.transcript.record(
+            Direction.EVENT, None, {"event": "mute", "on": on, "timeout": self.mute_timeout}
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "present": self.present,
+            "powered": self._powered,
+            "muted": self._muted,
+            "mute_timeout": self.mute_timeout,
+            "held": self._held,
+            "apdus": self.apdus,
+            "mute_drops": self.mute_drops,
+            "vpcd": f"{self.host}:{self.port}",
+        }
+
+    def close(self) -> None:
+        self.remove()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=2)
+
+    # -- APDU thread ---------------------------------------------------------------------
+
+    def _gate(self, apdu: bytes) -> bool:
+        """Pass a command unless muted; a muted command waits for unmute, removal or timeout."""
+        if not self._muted:
+            return True
+        with self._cond:
+            self._held += 1
+            self.transcript.record(Direction.RX, apdu, describe_command(apdu), error="held: mute")
+            try:
+                answered = self._cond.wait_for(
+                    lambda: not self._muted or self._link is None, self.mute_timeout
+                )
+            finally:
+                self._held -= 1
+            return answered and self._link is not None
+
+    def _on_control(self, code: int) -> None:
+        if code == CTRL_ATR:
+            self._seen = True
+            if self._powered:
+                self._taken.set()
+            return
+        self._powered = code != CTRL_OFF
+        self.transcript.record(
+            Direction.EVENT, bytes((code,)), {"vpcd": CONTROL_NAMES.get(code, "unknown")}
+        )
+
+    def _on_exchange(self, apdu: bytes, resp: bytes) -> None:
+        self.apdus += 1
+        record = self.transcript.record
+        record(Direction.RX, apdu, describe_command(apdu))
+        record(Direction.TX, resp, describe_sw((resp[-2] << 8) | resp[-1]))
+
+    def _on_count(self, apdu: bytes, resp: bytes) -> None:
+        self.apdus += 1
+
+    def _on_error(self, apdu: bytes, exc: Exception) -> None:
+        self.transcript.record(
+            Direction.RX, apdu, describe_command(apdu), error=f"application failed: {exc!r}"
+        )
+
+    def _run(self, link: VpcdLink) -> None:
+        on_exchange = self._on_exchange if self.transcript.enabled else self._on_count
+        while True:
+            reason = link.serve(
+                self.app,
+                gate=self._gate,
+                on_control=self._on_control,
+                on_exchange=on_exchange,
+                on_error=self._on_error,
+            )
+            with self._cond:
+                if reason != DROPPED or self._link is not link:
+                    if self._link is link:
+                        self._link = None
+                        self._powered = False
+                    link.close()
+                    return
+                self.mute_drops += 1
+                # The simulated reader gives up on a mute card: connect again before closing the
+                # old link, so vpcd finds the card at once and pcscd never sees the reader empty.
+                try:
+                    fresh = VpcdLink.connect(self.host, self.port, timeout=2.0)
+                except VpcdError:
+                    self._link = None
+                    link.close()
+                    return
+                self._link = fresh
+            self.transcript.record(
+                Direction.EVENT, None, {"event": "mute timeout: reader gave up, link re-made"}
+            )
+            link.close()
+            link = fresh
+
+
+class _ControlHandler(socketserver.StreamRequestHandler):
+    server: _ControlServer
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            if not line.strip():
+                continue
+            reply = self.server.dispatch(line)
+            self.wfile.write((json.dumps(reply) + "\n").encode())
+            self.wfile.flush()
+
+
+class _ControlServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], slot: CardSlot, extra: dict[str, Any]) -> None:
+        super().__init__(address, _ControlHandler)
+        self.slot = slot
+        self.extra = extra
+
+    def dispatch(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ControlError('a request is a JSON object like {"cmd": "status"}')
+            cmd = request.get("cmd")
+            if cmd == "insert":
+                self.slot.insert()
+            elif cmd == "remove":
+                self.slot.remove()
+            elif cmd == "mute":
+                on = request.get("on", True)
+                timeout = request.get("timeout")
+                if not isinstance(on, bool):
+                    raise ControlError("mute: 'on' must be true or false")
+                if timeout is not None and (
+                    isinstance(timeout, bool)
+                    or not isinstance(timeout, (int, float))
+                    or timeout <= 0
+                ):
+                    raise ControlError("mute: 'timeout' must be a positive number of seconds")
+                self.slot.mute(on, timeout)
+            elif cmd != "status":
+                raise ControlError(f"unknown command {cmd!r}: use insert, remove, mute or status")
+            return {"ok": True, "status": {**self.extra, **self.slot.status()}}
+        except json.JSONDecodeError as exc:
+            return {"ok": False, "error": f"request is not JSON ({exc.msg} at {exc.pos})"}
+        except ControlError as exc:
+            return {"ok": False, "error": str(exc)}
+
+
+def spawn(
+    vpcd: str, *args: str, control: str = "127.0.0.1:0"
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start the simulator process; (process, readiness line). The caller terminates it."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rig.bench.sim.cardsim",
+            "--vpcd",
+            vpcd,
+            "--control",
+            control,
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    try:
+        ready = json.loads(line)
+    except json.JSONDecodeError:
+        ready = {"ready": False, "error": f"no readiness line (got {line[:200]!r})"}
+    return proc, ready
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vpcd", default=f"127.0.0.1:{DEFAULT_VPCD_PORT}", help="vpcd host:port")
+    parser.add_argument("--control", default="127.0.0.1:0", help="control host:port (0: any)")
+    parser.add_argument("--app", default="iso7816", choices=sorted(APPS), help="card application")
+    parser.add_argument("--absent", action="store_true", help="start with the card removed")
+    parser.add_argument("--mute-timeout", type=float, default=1.0, help="reader waiting time, s")
+    parser.add_argument("--insert-wait", type=float, default=INSERT_WAIT, help="seconds")
+    parser.add_argument("--transcript", help="JSON-lines transcript of every APDU")
+    args = parser.parse_args(argv)
+    exit_on_sigterm()
+    try:
+        host, port = split_endpoint(args.vpcd, "--vpcd")
+        chost, cport = split_endpoint(args.control, "--control")
+    except ControlError as exc:
+        announce_failure(str(exc))
+        return 2
+    index = port - vpcd_port(0)
+    reader = vpcd_reader_name(index) if 0 <= index < VPCD_SLOTS else f"vpcd port {port}"
+    transcript = Transcript(args.transcript, "cardsim") if args.transcript else None
+    slot = CardSlot(
+        APPS[args.app](), host, port, transcript=transcript, mute_timeout=args.mute_timeout
+    )
+    try:
+        server = _ControlServer((chost, cport), slot, {"reader": reader, "app": args.app})
+    except OSError as exc:
+        announce_failure(f"--control {args.control}: cannot listen ({exc})")
+        return 1
+    try:
+        if not args.absent:
+            try:
+                slot.insert(args.insert_wait)
+            except ControlError as exc:
+                announce_failure(str(exc))
+                return 1
+        announce_ready(
+            reader=reader,
+            vpcd=f"{host}:{port}",
+            control=f"{chost}:{server.server_address[1]}",
+        )
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        slot.close()
+        if transcript is not None:
+            transcript.close()
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
