@@ -36,7 +36,7 @@ def _mount(module: str, name: str, help_text: str) -> object:
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name != module:
+        if not exc.name or not (module == exc.name or module.startswith(exc.name + ".")):
             raise
         return None
     if hasattr(mod, "app"):
