@@ -1,0 +1,1 @@
+"""Reference acquirer host: server, issuer, journal, key store, control API and CLI."""

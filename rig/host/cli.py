@@ -1,0 +1,399 @@
+"""`rig host`: initialise a data folder, serve, control a running host, export the journal, load.
+
+Every command takes `--json`; bad input prints one `error:` line on stderr and exits 2.
+Also runnable as `python -m rig.host.cli ...` (how tests and benchmarks start a host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rig.host.server import (
+    KEYSTORE_FILE,
+    MASTER_KEY_FILE,
+    STATE_FILE,
+    TLS_DIR,
+    HostConfig,
+    HostError,
+    Listener,
+)
+
+app = typer.Typer(
+    help="Reference acquirer host: init, serve, ctl, journal, load.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ctl_app = typer.Typer(
+    help="Control a running host: status, force, pause, resume, clear, journal.",
+    no_args_is_help=True,
+)
+app.add_typer(ctl_app, name="ctl")
+
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object.")
+DataOpt = typer.Option(Path("host-data"), "--data", help="Host data folder (keys, journal, TLS).")
+
+TEST_BDK_TDES = "0123456789ABCDEFFEDCBA9876543210"
+"""ANSI X9.24-1 (2009) Annex A published TEST BDK."""
+TEST_BDK_AES = "FEDCBA9876543210F1F1F1F1F1F1F1F1"
+"""ANSI X9.24-3 (2017) published AES-128 TEST BDK."""
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def host_test_key(name: str) -> bytes:
+    """A deterministic 16-byte TEST KEY for a key-store name (the same on every init)."""
+    return hashlib.sha256(f"posrig TEST HOST KEY {name}".encode()).digest()[:16]
+
+
+def init_data(
+    data: Path, terminals: list[str] | tuple[str, ...] = ("TERM0001",), *, force: bool = False
+) -> dict[str, Any]:
+    """Make a host data folder: master key, key store with TEST keys, TLS certificate."""
+    from rig.host import tls
+    from rig.host.keystore import KeyStore, KeyStoreError, write_master_key
+
+    for tid in terminals:
+        if len(tid) != 8 or not tid.isascii() or not tid.isprintable():
+            raise HostError(f"terminal id {tid!r} must be 8 printable ASCII characters (DE41)")
+    data.mkdir(parents=True, exist_ok=True)
+    master_path = data / MASTER_KEY_FILE
+    store_path = data / KEYSTORE_FILE
+    if store_path.exists() and not force:
+        raise HostError(f"{data} is already initialised; pass --force to replace its keys")
+    if force:
+        for p in (master_path, store_path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    try:
+        master = write_master_key(master_path)
+        store = KeyStore.create(store_path, master, overwrite=force)
+        store.put("zmk", host_test_key("zmk"), kind="zmk")
+        store.put("bdk:tdes", bytes.fromhex(TEST_BDK_TDES), kind="bdk-tdes")
+        store.put("bdk:aes", bytes.fromhex(TEST_BDK_AES), kind="bdk-aes")
+        for tid in terminals:
+            store.put(f"tpk:{tid}", host_test_key(f"tpk:{tid}"), kind="tpk")
+            store.put(f"tak:{tid}", host_test_key(f"tak:{tid}"), kind="tak")
+    except KeyStoreError as e:
+        raise HostError(str(e)) from None
+    cert, _ = tls.make_self_signed(data / TLS_DIR)
+    return {
+        "data": str(data),
+        "master_key_file": str(master_path),
+        "keystore": str(store_path),
+        "keys": store.describe(),
+        "tls_certificate": str(cert),
+        "tls_sha256": tls.fingerprint(cert),
+        "test_material": True,
+    }
+
+
+@app.command("init")
+def init_cmd(
+    data: Path = DataOpt,
+    terminal: list[str] = typer.Option(
+        ["TERM0001"], "--terminal", help="Terminal id (8 chars) to make PIN/MAC keys for."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing key store."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a data folder: TEST master key, key store (zone, PIN, MAC, BDK keys), TLS cert."""
+    try:
+        info = init_data(data, terminal, force=force)
+    except HostError as e:
+        raise _fail(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    typer.echo(f"host data folder {data} initialised (TEST keys only)")
+    for k in info["keys"]:
+        typer.echo(f"  {k['name']:<16} {k['kind']:<9} KCV {k['kcv']}")
+    typer.echo(f"  TLS certificate {info['tls_certificate']} SHA-256 {info['tls_sha256'][:32]}…")
+
+
+@app.command("serve")
+def serve_cmd(
+    data: Path = DataOpt,
+    listen: list[str] = typer.Option(
+        ["127.0.0.1:8583"], "--listen", help="HOST:PORT to listen on (repeat; port 0 = any)."
+    ),
+    framing: str = typer.Option("len2", "--framing", help="len2, len2-tpdu, ascii4, bcd2, len4."),
+    use_tls: bool = typer.Option(False, "--tls", help="TLS with the certificate made by init."),
+    control: str = typer.Option("127.0.0.1:0", "--control", help="Control API HOST:PORT."),
+    profiles: Path = typer.Option(Path("cardprofiles"), "--profiles", help="Card profiles."),
+    rules: Path | None = typer.Option(None, "--rules", help="Rule file (default rules if unset)."),
+    max_frame: int = typer.Option(8192, "--max-frame", help="Longest accepted frame (bytes)."),
+    idle_timeout: float = typer.Option(300.0, "--idle-timeout", help="Close idle links (s)."),
+    echo_keepalive: bool = typer.Option(False, "--echo-keepalive", help="Answer keep-alives."),
+    group_window: float = typer.Option(0.002, "--group-window", help="Group commit window (s)."),
+    log_messages: bool = typer.Option(False, "--log-messages", help="Log masked messages."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run the host until SIGTERM/SIGINT; prints one readiness JSON line with the endpoints."""
+    from rig.host.server import serve_forever
+
+    try:
+        listeners = [Listener.parse(text, framing, use_tls) for text in listen]
+        chost, sep, cport = control.rpartition(":")
+        if not sep or not cport.isdigit():
+            raise HostError(f"control address {control!r} is not HOST:PORT")
+        if max_frame < 64 or idle_timeout <= 0 or not 0 <= group_window <= 1:
+            raise HostError("--max-frame >= 64, --idle-timeout > 0, --group-window 0..1 s")
+    except HostError as e:
+        raise _fail(str(e)) from None
+    config = HostConfig(
+        data=data,
+        listeners=listeners,
+        max_frame=max_frame,
+        idle_timeout=idle_timeout,
+        echo_keepalive=echo_keepalive,
+        profiles=profiles,
+        rules=rules,
+        control=(chost, int(cport)),
+        group_window=group_window,
+        log_messages=log_messages,
+    )
+
+    def ready(server: Any) -> None:
+        line = {
+            "ready": True,
+            "pid": os.getpid(),
+            "endpoints": {
+                "listen": server.addresses[0]["address"],
+                "listeners": server.addresses,
+                "control": server.control_address,
+            },
+        }
+        if as_json:
+            typer.echo(json.dumps(line))
+        else:
+            for a in server.addresses:
+                typer.echo(f"host listening on {a['address']} ({a['framing']}, tls={a['tls']})")
+            typer.echo(f"control API on {server.control_address}")
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(serve_forever(config, ready))
+    except HostError as e:
+        if as_json:
+            typer.echo(json.dumps({"ready": False, "error": str(e)}))
+        raise _fail(str(e)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- ctl -------------------------------------------------------------------------------------
+
+ControlOpt = typer.Option(None, "--control", help="Control HOST:PORT (default: from --data).")
+CtlDataOpt = typer.Option(Path("host-data"), "--data", help="Data folder of the running host.")
+
+
+def _client(control: str | None, data: Path) -> Any:
+    from rig.host.control import ControlError, HostControl
+
+    if control is None:
+        state = data / STATE_FILE
+        try:
+            control = json.loads(state.read_text())["control"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise _fail(
+                f"no running host recorded in {state}; pass --control HOST:PORT or --data DIR"
+            ) from None
+    try:
+        return HostControl(str(control))
+    except ControlError as e:
+        raise _fail(str(e)) from None
+
+
+def _ctl(control: str | None, data: Path, as_json: bool, cmd: str, **args: Any) -> None:
+    from rig.host.control import ControlError
+
+    client = _client(control, data)
+    try:
+        result = client.call(cmd, **args)
+    except ControlError as e:
+        raise _fail(str(e)) from None
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps(result))
+    elif isinstance(result, list):
+        for row in result:
+            typer.echo(_row_text(row))
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key}: {json.dumps(value)}")
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    return (
+        f"{row.get('id'):>6} {row.get('mti')} {row.get('terminal_id')} STAN {row.get('stan')} "
+        f"{row.get('kind'):<14} amount {row.get('amount')} RC {row.get('rc')} "
+        f"PAN {row.get('pan_masked')}{' REVERSED' if row.get('reversed') else ''}"
+    )
+
+
+@ctl_app.command("status")
+def ctl_status(control: str | None = ControlOpt, data: Path = CtlDataOpt, as_json: bool = JsonOpt):
+    """Listeners, open connections, pause state, counters, journal size."""
+    _ctl(control, data, as_json, "status")
+
+
+@ctl_app.command("force")
+def ctl_force(
+    rc: str | None = typer.Option(None, "--rc", help="Response code to answer, e.g. 05."),
+    delay_ms: int = typer.Option(0, "--delay-ms", help="Answer late by this many ms."),
+    no_answer: bool = typer.Option(False, "--no-answer", help="Answer nothing."),
+    drop: bool = typer.Option(False, "--drop", help="Close the connection instead."),
+    malformed: bool = typer.Option(False, "--malformed", help="Answer a malformed message."),
+    count: int = typer.Option(1, "--count", help="How many following requests."),
+    mti: str | None = typer.Option(None, "--mti", help="Only requests of this MTI."),
+    control: str | None = ControlOpt,
+    data: Path = CtlDataOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Force the next response(s): a response code and/or delay, no answer, drop, malformed."""
+    _ctl(
+        control,
+        data,
+        as_json,
+        "force",
+        rc=rc,
+        delay_ms=delay_ms,
+        no_answer=no_answer,
+        drop_connection=drop,
+        malformed=malformed,
+        count=count,
+        mti=mti,
+    )
+
+
+@ctl_app.command("pause")
+def ctl_pause(control: str | None = ControlOpt, data: Path = CtlDataOpt, as_json: bool = JsonOpt):
+    """Stop answering (requests are read and dropped) until resume."""
+    _ctl(control, data, as_json, "pause")
+
+
+@ctl_app.command("resume")
+def ctl_resume(control: str | None = ControlOpt, data: Path = CtlDataOpt, as_json: bool = JsonOpt):
+    """Answer again after pause."""
+    _ctl(control, data, as_json, "resume")
+
+
+@ctl_app.command("clear")
+def ctl_clear(control: str | None = ControlOpt, data: Path = CtlDataOpt, as_json: bool = JsonOpt):
+    """Drop forced responses and resume."""
+    _ctl(control, data, as_json, "clear")
+
+
+@ctl_app.command("journal")
+def ctl_journal(
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Newest N entries only."),
+    control: str | None = ControlOpt,
+    data: Path = CtlDataOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The running host's journal, PANs masked."""
+    _ctl(control, data, as_json, "journal", limit=limit)
+
+
+# ---- journal, load ---------------------------------------------------------------------------
+
+
+@app.command("journal")
+def journal_cmd(
+    data: Path = DataOpt,
+    terminal: str | None = typer.Option(None, "--terminal", help="Only this terminal id."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Export the journal of a data folder (PANs masked; works while the host runs)."""
+    from rig.host.journal import JOURNAL_FILE, Journal, JournalError
+
+    if not (data / JOURNAL_FILE).is_file():
+        raise _fail(f"no journal in {data} ({JOURNAL_FILE}); has `rig host serve` run there?")
+    try:
+        with Journal.in_folder(data) as journal:
+            rows = journal.export(masked=True, terminal_id=terminal)
+    except JournalError as e:
+        raise _fail(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        typer.echo(_row_text(row))
+    typer.echo(f"{len(rows)} entries")
+
+
+@app.command("load")
+def load_cmd(
+    target: str = typer.Option(..., "--target", help="Host HOST:PORT."),
+    framing: str = typer.Option("len2", "--framing", help="Framing of the target listener."),
+    connections: int = typer.Option(64, "--connections", min=1, max=4096, help="Terminals."),
+    duration: float = typer.Option(5.0, "--duration", min=0.1, help="Seconds of load."),
+    warmup: float = typer.Option(0.5, "--warmup", min=0.0, help="Seconds not measured."),
+    cafile: Path | None = typer.Option(None, "--tls-ca", help="Use TLS, trusting this cert."),
+    profiles: Path = typer.Option(Path("cardprofiles"), "--profiles", help="Card profiles."),
+    profile: str = typer.Option("visa-no-cvm-under-floor", "--profile", help="Chip profile."),
+    amount: int = typer.Option(100, "--amount", min=1, help="Amount in minor units."),
+    malformed: int = typer.Option(0, "--malformed", min=0, help="Malformed frames to send too."),
+    seed: int | None = typer.Option(None, "--seed", help="Fuzz seed (reproducible frames)."),
+    record: Path | None = typer.Option(None, "--record", help="Write each exchange (JSONL)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Open N terminal connections, send chip authorisations; throughput and latency."""
+    from rig.host.loadgen import LoadConfig, LoadError, run_load
+
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise _fail(f"target {target!r} is not HOST:PORT")
+    if warmup >= duration:
+        raise _fail("--warmup must be shorter than --duration")
+    cfg = LoadConfig(
+        host,
+        int(port),
+        framing,
+        connections,
+        duration,
+        warmup,
+        cafile=cafile,
+        profiles=profiles,
+        profile=profile,
+        amount=amount,
+        malformed=malformed,
+        seed=seed,
+        record=record is not None,
+    )
+    try:
+        result = asyncio.run(run_load(cfg))
+    except LoadError as e:
+        raise _fail(str(e)) from None
+    out = result.to_dict()
+    if record is not None:
+        record.write_text("".join(json.dumps(r) + "\n" for r in result.records))
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(
+        f"{out['per_s']} req/s over {connections} connections; p50 {out['p50_ms']} ms, "
+        f"p99 {out['p99_ms']} ms; codes {out['response_codes']}; errors {out['errors']}"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

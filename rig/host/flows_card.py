@@ -1,0 +1,457 @@
+"""Card flows of the issuer: card lookup, expiry, magstripe service code / CVV, online PIN,
+ARQC / ARPC, open-to-buy, and reversals. Called by `rig.host.issuer`; crypto stays in rig.crypto.
+"""
+
+from __future__ import annotations
+
+import hmac
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from rig.crypto import pinblock
+from rig.crypto.arqc import (
+    arpc_method1,
+    arpc_method2,
+    build_ac_data,
+    compute_ac,
+    get_cvn,
+    session_key,
+)
+from rig.crypto.dukpt import aes_working_key, tdes_working_keys
+from rig.crypto.mac import mac_alg3
+from rig.crypto.primitives import CryptoError, tdes_ecb_decrypt
+from rig.emv.tlv import tag_to_hex
+from rig.iso8583.messages import Iso8583Error, de55_decode, de55_encode
+
+if TYPE_CHECKING:
+    from rig.host.issuer import CardRef, Issuer, Txn
+
+__all__ = [
+    "CSU_APPROVED",
+    "CSU_DECLINED",
+    "CVV_OFFSET",
+    "cvv",
+    "financial",
+    "find_card",
+    "reversal",
+]
+
+CVV_OFFSET = 5
+"""CVV position in track 2 discretionary data: after PVKI (1) and PVV (4), the Visa layout."""
+CSU_APPROVED = bytes.fromhex("00800000")
+"""Card status update for ARPC method 2: byte 2 bit 8 = issuer approves (EMV CCD)."""
+CSU_DECLINED = bytes(4)
+
+_SWIPE_MODES = ("02", "90")
+_CHIP_MODES = ("05", "07")
+
+
+# ---- card lookup -------------------------------------------------------------------------------
+
+
+def pan_from(req: Any) -> str | None:
+    """PAN from DE2, else track 2 (DE35), else tag 5A of DE55."""
+    pan = req.get("2")
+    if pan:
+        return pan
+    track = req.get("35")
+    if track:
+        return track.partition("D")[0] or None
+    if "55" in req:
+        try:
+            tag = de55_decode(req["55"]).get(0x5A)
+        except Iso8583Error:
+            return None
+        if tag:
+            return tag.hex().upper().rstrip("F") or None
+    return None
+
+
+def find_card(issuer: Issuer, txn: Txn) -> CardRef | None:
+    """Look the card up by PAN; remembers it on the transaction (None when absent/unknown)."""
+    pan = pan_from(txn.request)
+    txn.pan = pan
+    if pan is None:
+        return None
+    txn.card = issuer.by_pan.get(pan)
+    return txn.card
+
+
+# ---- checks ------------------------------------------------------------------------------------
+
+
+def _yymm_past(yymm: str, issuer: Issuer) -> bool:
+    now = issuer.now()
+    return (2000 + int(yymm[:2]), int(yymm[2:])) < (now.year, now.month)
+
+
+def card_expiry(ref: CardRef) -> str:
+    """The card's expiry YYMM from the issuer's record (profile)."""
+    if ref.app is not None:
+        return ref.app.expiry.strftime("%y%m")
+    return ref.profile.magstripe.track2.partition("=")[2][:4]
+
+
+def card_service_code(ref: CardRef) -> str:
+    if ref.profile.magstripe is not None and ref.profile.magstripe.pan == ref.pan:
+        return ref.profile.magstripe.service_code
+    return ref.app.service_code if ref.app is not None else "000"
+
+
+def check_expiry(issuer: Issuer, txn: Txn, ref: CardRef) -> str | None:
+    record = card_expiry(ref)
+    given = txn.request.get("14")
+    track = txn.request.get("35", "")
+    if not given and "D" in track:
+        given = track.partition("D")[2][:4]
+    if given and (len(given) != 4 or not given.isdigit() or not 1 <= int(given[2:]) <= 12):
+        txn.note(f"expiry {given!r} is not YYMM")
+        return "30"
+    if given and given != record:
+        txn.note("expiry differs from the issuer's record")
+        return "54"
+    if _yymm_past(record, issuer):
+        txn.note(f"card expired (YYMM {record})")
+        return "54"
+    return None
+
+
+def cvv(cvk: bytes, pan: str, expiry: str, service_code: str) -> str:
+    """Visa/Mastercard CVV: MAC algorithm 3 over PAN||YYMM||SC zero-padded to 32 digits,
+    decimalised (digits first, then A-F less 10), first 3 digits."""
+    data = (pan + expiry + service_code).ljust(32, "0")[:32]
+    raw = mac_alg3(cvk, bytes.fromhex(data), 1).hex().upper()
+    digits = [c for c in raw if c.isdigit()] + [
+        str(int(c, 16) - 10) for c in raw if not c.isdigit()
+    ]
+    return "".join(digits[:3])
+
+
+def check_track(issuer: Issuer, txn: Txn, ref: CardRef) -> str | None:
+    """Magstripe checks on DE35: service code, chip card swiped without fallback, CVV."""
+    track = txn.request.get("35")
+    if not track:
+        return None
+    _, _, rest = track.partition("D")
+    if len(rest) < 7:
+        txn.note("track 2 too short for expiry and service code")
+        return "30"
+    expiry, sc, disc = rest[:4], rest[4:7], rest[7:]
+    if sc != card_service_code(ref):
+        txn.note(f"service code {sc} differs from the card record")
+        return "05"
+    mode = txn.request.get("22", "")[:2]
+    if mode in _SWIPE_MODES and sc[0] in "26":
+        txn.note(f"chip card (service code {sc}) swiped without fallback (entry mode {mode})")
+        return "57"
+    if sc[2] == "3" and txn.request.get("3", "")[:2] != "01":
+        txn.note(f"service code {sc}: ATM only")
+        return "57"
+    cvk = issuer.key("cvk")
+    if cvk is None:
+        txn.note("CVV not checked (no cvk in the key store)")
+        return None
+    given = disc[CVV_OFFSET : CVV_OFFSET + 3]
+    if not hmac.compare_digest(given, cvv(cvk, ref.pan, expiry, sc)):
+        txn.note("CVV mismatch")
+        return "05"
+    txn.note("CVV ok")
+    return None
+
+
+def _pin_key_and_block(issuer: Issuer, txn: Txn) -> tuple[str, bytes, bytes] | str:
+    """('tdes'|'aes', key, encrypted block) or an RC when the PIN cannot be deciphered."""
+    req = txn.request
+    block = bytes.fromhex(req["52"])
+    if len(block) not in (8, 16):
+        raise ValueError(f"DE52 is {len(block)} bytes, not 8 (or 16 for format 4)")
+    tid = req.get("41", "")
+    if "53" not in req:
+        key = issuer.key(f"tpk:{tid}")
+        if key is None:
+            txn.note(f"PIN block but no tpk:{tid} in the key store")
+            return "96"
+        return "tdes", key, block
+    ksn = bytes.fromhex(req["53"])
+    if len(ksn) == 10:
+        bdk = issuer.key("bdk:tdes")
+        if bdk is None:
+            txn.note("TDES DUKPT PIN but no bdk:tdes in the key store")
+            return "96"
+        return "tdes", tdes_working_keys(bdk, ksn)["pin"], block
+    if len(ksn) in (12, 20):
+        bdk = issuer.key("bdk:aes")
+        if bdk is None:
+            txn.note("AES DUKPT PIN but no bdk:aes in the key store")
+            return "96"
+        if len(block) == 8:
+            if len(ksn) != 20:
+                txn.note("AES PIN block: DE53 must be KSN(12) + second half of the block (8)")
+                return "30"
+            block, ksn = block + ksn[12:], ksn[:12]
+        key_type = {16: "AES128", 24: "AES192", 32: "AES256"}.get(len(bdk), "AES128")
+        return "aes", aes_working_key(bdk, ksn, "pin", key_type), block
+    txn.note(f"DE53 of {len(ksn)} bytes is neither a TDES (10) nor an AES (12/20) KSN")
+    return "30"
+
+
+def check_pin(issuer: Issuer, txn: Txn, ref: CardRef) -> str | None:
+    """Online PIN against the card's test PIN, counting tries (55, then 75 at the limit)."""
+    if "52" not in txn.request:
+        return None
+    acct = issuer.account(ref.pan)
+    if acct.pin_tries_left <= 0:
+        txn.note("PIN try limit exceeded")
+        return "75"
+    try:
+        got = _pin_key_and_block(issuer, txn)
+    except ValueError as exc:
+        txn.note(f"PIN block / KSN unusable: {exc}")
+        return "30"
+    if isinstance(got, str):
+        return got
+    algo, key, block = got
+    try:
+        if algo == "aes":
+            pin = pinblock.decrypt_pin(4, block, ref.pan, key)
+        else:
+            clear = tdes_ecb_decrypt(key, block)
+            pin = pinblock.decode(clear[0] >> 4, clear, ref.pan)
+    except CryptoError as exc:
+        txn.note(f"PIN block does not decipher (wrong key?): {exc}")
+        return "55"
+    want = ref.profile.risk.pin or issuer_default_pin()
+    if hmac.compare_digest(pin, want):
+        acct.pin_tries_left = acct.pin_try_limit
+        txn.note(f"PIN ok ({'AES DUKPT' if algo == 'aes' else 'TDES'})")
+        return None
+    acct.pin_tries_left -= 1
+    if acct.pin_tries_left <= 0:
+        txn.note("wrong PIN; PIN try limit now exceeded")
+        return "75"
+    txn.note(f"wrong PIN; {acct.pin_tries_left} tries left")
+    return "55"
+
+
+def issuer_default_pin() -> str:
+    from rig.host.issuer import DEFAULT_PIN
+
+    return DEFAULT_PIN
+
+
+_tag_hex = lru_cache(maxsize=512)(tag_to_hex)
+
+
+def _tags(raw: dict[int, bytes]) -> dict[str, bytes]:
+    return {_tag_hex(t): v for t, v in raw.items()}
+
+
+def check_cryptogram(issuer: Issuer, txn: Txn, ref: CardRef, tags: dict[str, bytes]) -> str | None:
+    """Verify the AC in the chip data; on success register the ARPC finisher (DE55 tag 91)."""
+    if "9F26" not in tags:
+        mode = txn.request.get("22", "")[:2]
+        if mode in _CHIP_MODES and txn.request.get("t") != "0220":
+            txn.note("chip entry mode without an application cryptogram")
+            return "30"
+        return None
+    if ref.app is None:
+        txn.note("cryptogram for a card without an EMV application")
+        return "05"
+    crypto = ref.app.crypto
+    psn = _psn(txn, tags, ref)
+    cid = tags.get("9F27", b"\x80")[:1] or b"\x80"
+    kind = {0x00: "AAC", 0x40: "TC", 0x80: "ARQC"}.get(cid[0] & 0xC0, "AC")
+    try:
+        spec = get_cvn(crypto.cvn)
+        mk = issuer.icc_mk(crypto.cvn, bytes.fromhex(crypto.imk_ac), ref.pan, psn)
+        data = build_ac_data(spec, tags)
+        un = tags.get("9F37") if spec.session == "mastercard" else None
+        if "9F36" not in tags or (spec.session == "mastercard" and un is None):
+            raise CryptoError("tag 9F36 (and 9F37 for Mastercard SKD) is missing from the AC data")
+        sk = session_key(spec, mk, tags["9F36"], un)
+        ok = hmac.compare_digest(compute_ac(sk, data, spec.padding), tags["9F26"])
+    except CryptoError as exc:
+        txn.note(f"cryptogram data incomplete: {exc}")
+        return "30"
+    if not ok:
+        txn.note(f"{kind} failed ({crypto.cvn})")
+        return "05" if txn.request.get("t") != "0220" else None
+    txn.note(f"{kind} verified ({crypto.cvn})")
+    if kind == "AAC" and txn.request.get("t") != "0220":
+        txn.note("card declined offline (AAC) yet went online")
+        return "05"
+    if kind == "ARQC":
+        key = mk if spec.arpc_key == "icc_mk" else sk
+        txn.finishers.append(lambda t, rc: _arpc(t, rc, spec, key, tags["9F26"]))
+    return None
+
+
+def _psn(txn: Txn, tags: dict[str, bytes], ref: CardRef) -> str:
+    de23 = txn.request.get("23")
+    if de23 and de23.isdigit():
+        return de23[-2:]
+    if "5F34" in tags:
+        return tags["5F34"].hex()[-2:]
+    return ref.app.psn
+
+
+def _arpc(txn: Txn, rc: str, spec: Any, key: bytes, arqc: bytes) -> None:
+    """DE55 tag 91 for the final RC: ARPC method 1 (ARPC || ARC) or 2 (ARPC || CSU)."""
+    arc = rc.encode("ascii")[:2].ljust(2, b"0")
+    if spec.arpc_method == 1:
+        data = arpc_method1(key, arqc, arc) + arc
+    else:
+        csu = CSU_APPROVED if rc == "00" else CSU_DECLINED
+        data = arpc_method2(key, arqc, csu) + csu
+    txn.fields["55"] = de55_encode({0x91: data})
+    txn.note(f"ARPC method {spec.arpc_method} for ARC {rc}")
+
+
+# ---- flows -------------------------------------------------------------------------------------
+
+
+def _amount(txn: Txn) -> int | None:
+    text = txn.request.get("4")
+    return int(text) if text and text.isdigit() else None
+
+
+def _batch(txn: Txn) -> str:
+    return txn.request.get("60", "")[:6] or "000000"
+
+
+def card_checks(issuer: Issuer, txn: Txn, ref: CardRef | None) -> str | None:
+    """Card found, expiry, track, cryptogram and PIN — the order a decline is reported in."""
+    if ref is None:
+        txn.note("unknown PAN" if txn.pan else "no PAN, track 2 or tag 5A in the request")
+        return "14"
+    if ref.profile.kind == "purse":
+        return "57"
+    tags: dict[str, bytes] = {}
+    if "55" in txn.request:
+        try:
+            tags = _tags(de55_decode(txn.request["55"]))
+        except Iso8583Error as exc:
+            txn.note(f"DE55: {exc}")
+            return "30"
+    for check in (check_expiry, check_track):
+        rc = check(issuer, txn, ref)
+        if rc is not None:
+            return rc
+    rc = check_cryptogram(issuer, txn, ref, tags)
+    if rc is not None:
+        return rc
+    return check_pin(issuer, txn, ref)
+
+
+def _with_balance(txn: Txn, available: int) -> None:
+    currency = txn.request.get("49", "000").zfill(3)[-3:]
+    account = txn.request.get("3", "000000")[2:4]
+    sign = "C" if available >= 0 else "D"
+    txn.fields["54"] = f"{account}02{currency}{sign}{abs(available):012d}"
+
+
+def financial(issuer: Issuer, txn: Txn) -> str:
+    """0100 / 0200 / 0220: authorisation, pre-authorisation, purchase, refund, balance, advice."""
+    req = txn.request
+    ref = txn.card
+    pcode = req.get("3", "")[:2]
+    mti = req.get("t")
+    amount = _amount(txn)
+    rc = card_checks(issuer, txn, ref)
+    if rc is not None:
+        return rc
+    assert ref is not None
+    acct = issuer.account(ref.pan)
+    tid = req.get("41", "")
+    if pcode == "31":
+        _with_balance(txn, acct.available)
+        txn.note("balance inquiry")
+        return "00"
+    if pcode not in ("00", "03", "20"):
+        txn.note(f"processing code {req.get('3')!r} not supported")
+        return "12"
+    if amount is None or amount <= 0:
+        txn.note("amount missing or zero")
+        return "13"
+    txn.auth_id_wanted = True
+    if pcode == "20":
+
+        def refund(t: Txn) -> None:
+            acct.available += amount
+            _with_balance(t, acct.available)
+            issuer.add_totals(tid, _batch(t), "refund", amount, 1)
+
+        txn.effects.append(refund)
+        return "00"
+    if mti == "0220":
+        return _advice(issuer, txn, acct, amount, tid)
+    if amount > issuer.txn_limit:
+        txn.note(f"amount {amount} above the single-transaction limit {issuer.txn_limit}")
+        return "61"
+    if amount > acct.available:
+        txn.note(f"amount {amount} above the open-to-buy {acct.available}")
+        return "51"
+    preauth = pcode == "03" or req.get("25") == "06"
+
+    def debit(t: Txn) -> None:
+        acct.available -= amount
+        _with_balance(t, acct.available)
+        if preauth:
+            acct.holds[t.fields["38"]] = amount
+        elif mti == "0200":
+            issuer.add_totals(tid, _batch(t), "sale", amount, 1)
+
+    txn.effects.append(debit)
+    return "00"
+
+
+def _advice(issuer: Issuer, txn: Txn, acct: Any, amount: int, tid: str) -> str:
+    """0220: completion of a pre-authorisation (DE38 names the hold) or an offline approval."""
+    auth_id = txn.request.get("38")
+    hold = acct.holds.get(auth_id) if auth_id else None
+
+    def post(t: Txn) -> None:
+        if hold is not None:
+            acct.available += acct.holds.pop(auth_id)
+        acct.available -= amount
+        issuer.add_totals(tid, _batch(t), "sale", amount, 1)
+
+    txn.note(f"completion of pre-authorisation {auth_id}" if hold is not None else "offline advice")
+    txn.effects.append(post)
+    return "00"
+
+
+def reversal(issuer: Issuer, txn: Txn) -> str:
+    """0400/0401: undo a known original once; unknown originals are answered 00 (ISO practice)."""
+    orig = txn.original
+    if orig is None:
+        txn.note("original not found; answered 00 so the terminal stops repeating")
+        return "00"
+    if getattr(orig, "reversed", False):
+        txn.note("original already reversed; nothing posted")
+        return "00"
+    if getattr(orig, "rc", None) != "00":
+        txn.note(f"original was declined (RC {getattr(orig, 'rc', None)}); nothing to undo")
+        return "00"
+    amount = getattr(orig, "amount", None) or _amount(txn) or 0
+    pan = txn.pan
+    kind = getattr(orig, "kind", "")
+    auth_id = getattr(orig, "auth_id", None)
+    tid = txn.request.get("41", "")
+    batch = getattr(orig, "batch", None) or "000000"
+
+    def undo(t: Txn) -> None:
+        if pan is not None and pan in issuer.by_pan:
+            acct = issuer.account(pan)
+            if kind == "refund":
+                acct.available -= amount
+            elif auth_id and auth_id in acct.holds:
+                acct.available += acct.holds.pop(auth_id)
+            else:
+                acct.available += amount
+        if kind in ("purchase", "refund", "advice"):
+            issuer.add_totals(tid, batch, "refund" if kind == "refund" else "sale", amount, -1)
+
+    txn.effects.append(undo)
+    txn.note(f"original {getattr(orig, 'id', '?')} reversed")
+    return "00"

@@ -1,0 +1,710 @@
+"""The host's transaction journal: SQLite (WAL, synchronous=FULL) with group commit.
+
+`await append(entry)` returns only once the row is committed and fsynced; appends arriving
+together share one transaction, made by a single writer thread, so durability costs one fsync
+per batch rather than per message. Entries appended but not yet committed stay in an in-memory
+index, so duplicate and reversal look-ups see them too. Only masked data enters: every request
+and response passes through `messages.mask` and the evidence redactor on the way in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rig.evidence.redact import redact_text, redact_value
+from rig.iso8583.messages import Totals, mask, mask_pan
+
+__all__ = [
+    "APPROVED",
+    "JOURNAL_FILE",
+    "DuplicateError",
+    "Journal",
+    "JournalEntry",
+    "JournalError",
+    "mti_class",
+]
+
+JOURNAL_FILE = "journal.sqlite3"
+"""File name of the journal inside a host data folder."""
+
+APPROVED = frozenset({"00"})
+"""Response codes that post a transaction to the batch totals."""
+
+_SALE_CODES = frozenset({"00", "01", "09"})
+_REFUND_CODES = frozenset({"20"})
+_POSTING_FUNCTIONS = frozenset({"020", "022"})
+
+
+class JournalError(RuntimeError):
+    """A journal problem (closed journal, bad entry, failed commit), naming the fix."""
+
+
+class DuplicateError(JournalError):
+    """An append whose (terminal, STAN, transmission, MTI class) is already journaled."""
+
+    def __init__(self, original: JournalEntry) -> None:
+        super().__init__(
+            f"duplicate of journal entry {original.id} (terminal {original.terminal_id}, "
+            f"STAN {original.stan}, DE7 {original.transmission}, MTI {original.mti}); "
+            "answer with the original response instead of posting again"
+        )
+        self.original = original
+
+
+def mti_class(mti: str) -> str:
+    """ISO version and message-class digits ('0401' -> '04'): repeats and advices share a class."""
+    return mti[:2]
+
+
+_class_of = mti_class
+
+
+@dataclass(kw_only=True)
+class JournalEntry:
+    """One request/response pair as the journal keeps it (masked documents only)."""
+
+    id: int | None = None
+    received_at: float = field(default_factory=time.time)
+    terminal_id: str
+    stan: str
+    transmission: str
+    mti: str
+    processing_code: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    rc: str
+    auth_id: str | None = None
+    rrn: str | None = None
+    batch: str | None = None
+    pan_masked: str | None = None
+    kind: str
+    original_id: int | None = None
+    reversed: bool = False
+    reversed_by: int | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    response: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_messages(
+        cls,
+        request: Mapping[str, str],
+        response: Mapping[str, str],
+        *,
+        kind: str,
+        received_at: float | None = None,
+        original_id: int | None = None,
+    ) -> JournalEntry:
+        """Entry from a decoded request and its response; both are masked here."""
+        pan = request.get("2")
+        if pan is None and "35" in request:
+            pan = request["35"].lstrip(";").replace("D", "=").split("=")[0]
+        amount = request.get("4")
+        return cls(
+            received_at=time.time() if received_at is None else received_at,
+            terminal_id=request.get("41", ""),
+            stan=request.get("11", ""),
+            transmission=request.get("7", ""),
+            mti=request.get("t", ""),
+            processing_code=request.get("3"),
+            amount=int(amount) if amount and amount.isdigit() else None,
+            currency=request.get("49"),
+            rc=response.get("39", ""),
+            auth_id=response.get("38"),
+            rrn=response.get("37") or request.get("37"),
+            batch=request["60"][:6] if request.get("60") else None,
+            pan_masked=mask_pan(pan) if pan else None,
+            kind=kind,
+            original_id=original_id,
+            request=mask(request),
+            response=mask(response),
+        )
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Duplicate-detection key: terminal, STAN, transmission time, MTI class."""
+        return (self.terminal_id, self.stan, self.transmission, mti_class(self.mti))
+
+
+_COLUMNS = [f.name for f in fields(JournalEntry)]
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    terminal_id TEXT NOT NULL,
+    stan TEXT NOT NULL,
+    transmission TEXT NOT NULL,
+    mti TEXT NOT NULL,
+    mti_class TEXT NOT NULL,
+    processing_code TEXT,
+    amount INTEGER,
+    currency TEXT,
+    rc TEXT NOT NULL,
+    auth_id TEXT,
+    rrn TEXT,
+    batch TEXT,
+    pan_masked TEXT,
+    kind TEXT NOT NULL,
+    original_id INTEGER,
+    reversed INTEGER NOT NULL DEFAULT 0,
+    reversed_by INTEGER,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_key ON entries (terminal_id, stan, transmission, mti_class);
+CREATE INDEX IF NOT EXISTS entries_batch ON entries (terminal_id, batch);
+"""
+_INSERT = (
+    "INSERT INTO entries (id, received_at, terminal_id, stan, transmission, mti, mti_class, "
+    "processing_code, amount, currency, rc, auth_id, rrn, batch, pan_masked, kind, "
+    "original_id, reversed, reversed_by, request, response) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM entries"
+_STOP = object()
+
+
+@dataclass
+class _Op:
+    entry: JournalEntry
+    row: tuple[Any, ...]
+    future: asyncio.Future[int] | concurrent.futures.Future[int]
+    loop: asyncio.AbstractEventLoop | None
+    reverses: int | None = None
+    error: str | None = None
+
+
+def _json(doc: Any, what: str) -> str:
+    try:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        raise JournalError(f"{what} is not JSON-serialisable ({e}); pass decoded strings") from None
+
+
+def _sanitise_doc(doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, Mapping):
+        raise JournalError("request/response must be a dict (a decoded ISO 8583 document)")
+    if all(isinstance(v, str) for v in doc.values()):
+        doc = mask(doc)
+    return redact_value(dict(doc))
+
+
+def _row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["reversed"] = bool(values["reversed"])
+    values["request"] = json.loads(values["request"])
+    values["response"] = json.loads(values["response"])
+    return JournalEntry(**values)
+
+
+class Journal:
+    """Durable, group-committed journal of the host's request/response pairs."""
+
+    def __init__(
+        self, path: str | Path, *, group_window: float = 0.002, max_batch: int = 512
+    ) -> None:
+        if group_window < 0 or max_batch < 1:
+            raise JournalError("group_window must be >= 0 and max_batch >= 1")
+        self.path = Path(path)
+        self.group_window = group_window
+        self.max_batch = max_batch
+        self.stats: dict[str, int] = {
+            "appends": 0,
+            "commits": 0,
+            "rows": 0,
+            "largest_batch": 0,
+            "failed": 0,
+        }
+        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._inflight: dict[tuple[str, str, str, str], JournalEntry] = {}
+        self._pending: dict[int, _Op] = {}
+        self._reversing: dict[int, int] = {}
+        self._reader: sqlite3.Connection | None = None
+        self._writer: threading.Thread | None = None
+        self._next_id = 1
+
+    @classmethod
+    def in_folder(cls, folder: str | Path, **kw: Any) -> Journal:
+        """The journal of a host data folder (`folder/journal.sqlite3`)."""
+        return cls(Path(folder) / JOURNAL_FILE, **kw)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def open(self) -> Journal:
+        """Create or open the database and start the writer thread."""
+        if self._reader is not None:
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                raise JournalError(f"journal {self.path}: WAL mode unavailable (got {mode})")
+            conn.executescript(_SCHEMA)
+            self._next_id = (conn.execute("SELECT MAX(id) FROM entries").fetchone()[0] or 0) + 1
+        except sqlite3.Error as e:
+            raise JournalError(
+                f"journal {self.path} cannot be opened ({e}); check the data folder's "
+                "permissions or move the damaged file aside"
+            ) from None
+        self._reader = conn
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._writer = threading.Thread(
+            target=self._run, args=(ready,), name="journal-writer", daemon=True
+        )
+        self._writer.start()
+        ready.result()
+        return self
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer thread and close the database."""
+        if self._reader is None:
+            return
+        self._queue.put(_STOP)
+        if self._writer is not None:
+            self._writer.join()
+        self._writer = None
+        self._reader.close()
+        self._reader = None
+
+    def __enter__(self) -> Journal:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- appending ------------------------------------------------------------------------
+
+    def _prepare(self, entry: JournalEntry) -> tuple[JournalEntry, str, str]:
+        for name in ("terminal_id", "stan", "transmission", "mti", "rc", "kind"):
+            if not isinstance(getattr(entry, name), str):
+                raise JournalError(f"journal entry field {name!r} must be a string")
+        if len(entry.mti) != 4 or not entry.mti.isdigit():
+            raise JournalError(f"journal entry mti {entry.mti!r} must be 4 digits, e.g. '0200'")
+        pan = entry.pan_masked
+        entry = replace(
+            entry,
+            pan_masked=redact_text(pan) if pan else pan,
+            request=_sanitise_doc(entry.request),
+            response=_sanitise_doc(entry.response),
+        )
+        return entry, _json(entry.request, "request"), _json(entry.response, "response")
+
+    @staticmethod
+    def _row(e: JournalEntry, request: str, response: str) -> tuple[Any, ...]:
+        values = [getattr(e, name) for name in _COLUMNS[:-2]]
+        values[_COLUMNS.index("reversed")] = int(e.reversed)
+        return (*values[:6], mti_class(e.mti), *values[6:], request, response)
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise JournalError(f"journal {self.path} is not open; call open() first")
+        return self._reader
+
+    def _submit(
+        self,
+        entry: JournalEntry,
+        loop: asyncio.AbstractEventLoop | None,
+        *,
+        unique: bool,
+        reverses: int | None = None,
+    ) -> _Op:
+        self._require_open()
+        entry, req_json, resp_json = self._prepare(entry)
+        fut: Any = loop.create_future() if loop is not None else concurrent.futures.Future()
+        with self._lock:
+            if unique:
+                dup = self._find_duplicate_locked(entry.key)
+                if dup is not None:
+                    raise DuplicateError(dup)
+            entry.id = self._next_id
+            self._next_id += 1
+            op = _Op(entry, self._row(entry, req_json, resp_json), fut, loop, reverses)
+            if unique:
+                self._inflight[entry.key] = entry
+            self._pending[entry.id] = op
+            if reverses is not None:
+                self._reversing[reverses] = entry.id
+            self.stats["appends"] += 1
+        self._queue.put(op)
+        return op
+
+    async def append(self, entry: JournalEntry, *, unique: bool = True) -> int:
+        """Journal `entry`; returns its id once committed. DuplicateError when already there."""
+        op = self._submit(entry, asyncio.get_running_loop(), unique=unique)
+        return await op.future  # type: ignore[misc]
+
+    def append_sync(self, entry: JournalEntry, *, unique: bool = True) -> int:
+        """Blocking `append` for code outside an event loop."""
+        op = self._submit(entry, None, unique=unique)
+        return op.future.result()  # type: ignore[return-value]
+
+    async def mark_reversed(self, original_id: int, reversal_entry: JournalEntry) -> int:
+        """Journal `reversal_entry` and flag the original reversed, in one transaction.
+
+        Idempotent: when the original is already reversed nothing is posted and the id of the
+        existing reversal is returned (after it is durable).
+        """
+        with self._lock:
+            existing = self._reversing.get(original_id)
+            if existing is None and original_id not in self._pending:
+                rows = self._query(
+                    "SELECT reversed, reversed_by FROM entries WHERE id = ?", (original_id,)
+                )
+                row = rows[0] if rows else None
+                if row is None:
+                    raise JournalError(
+                        f"no journal entry {original_id} to reverse; find it with find_original()"
+                    )
+                if row[0]:
+                    return int(row[1])
+        if existing is not None:
+            await self.wait_committed(existing)
+            return existing
+        entry = replace(reversal_entry, original_id=original_id)
+        op = self._submit(entry, asyncio.get_running_loop(), unique=True, reverses=original_id)
+        return await op.future  # type: ignore[misc]
+
+    async def wait_committed(self, entry_id: int) -> None:
+        """Return once entry `entry_id` (e.g. a duplicate's in-flight original) is committed."""
+        with self._lock:
+            op = self._pending.get(entry_id)
+        if op is None:
+            return
+        fut = op.future
+        if isinstance(fut, concurrent.futures.Future):
+            await asyncio.wrap_future(fut)
+        elif fut.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(fut)
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_wait(fut), fut.get_loop()))
+
+    async def flush(self) -> None:
+        """Return once every entry appended so far is committed (or failed)."""
+        with self._lock:
+            ids = list(self._pending)
+        for entry_id in ids:
+            with contextlib.suppress(JournalError):
+                await self.wait_committed(entry_id)
+
+    # ---- writer thread --------------------------------------------------------------------
+
+    def _collect(self) -> list[Any]:
+        batch = [self._queue.get()]
+        if batch[0] is _STOP:
+            return batch
+        deadline = time.monotonic() + self.group_window
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            batch.append(item)
+            if item is _STOP:
+                break
+        return batch
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as e:
+            ready.set_exception(JournalError(f"journal writer cannot open {self.path}: {e}"))
+            return
+        ready.set_result(None)
+        stop = False
+        while not stop:
+            batch = self._collect()
+            if batch[-1] is _STOP:
+                stop = True
+                batch.pop()
+            if batch:
+                self._commit(conn, batch)
+        conn.close()
+
+    def _write(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                conn.execute(_INSERT, op.row)
+                if op.reverses is not None:
+                    conn.execute(
+                        "UPDATE entries SET reversed = 1, reversed_by = ? WHERE id = ?",
+                        (op.entry.id, op.reverses),
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _commit(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
+        try:
+            self._write(conn, ops)
+            self.stats["commits"] += 1
+        except sqlite3.Error:
+            for op in ops:  # one bad row must not fail its neighbours
+                try:
+                    self._write(conn, [op])
+                    self.stats["commits"] += 1
+                except sqlite3.Error as e:
+                    op.error = f"journal commit failed for entry {op.entry.id}: {e}"
+                    self.stats["failed"] += 1
+        self.stats["rows"] += sum(op.error is None for op in ops)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(ops))
+        by_loop: dict[asyncio.AbstractEventLoop | None, list[_Op]] = {}
+        for op in ops:
+            by_loop.setdefault(op.loop, []).append(op)
+        for loop, group in by_loop.items():
+            if loop is None:
+                self._settle(group)
+                continue
+            try:
+                loop.call_soon_threadsafe(self._settle, group)
+            except RuntimeError:  # the appender's loop is gone; nobody waits for these
+                self._settle(group, notify=False)
+
+    def _settle(self, ops: Iterable[_Op], notify: bool = True) -> None:
+        with self._lock:
+            for op in ops:
+                entry = op.entry
+                assert entry.id is not None
+                if self._inflight.get(entry.key) is entry:
+                    del self._inflight[entry.key]
+                self._pending.pop(entry.id, None)
+                if op.reverses is not None and self._reversing.get(op.reverses) == entry.id:
+                    del self._reversing[op.reverses]
+        if not notify:
+            return
+        for op in ops:
+            if op.future.done():
+                continue
+            if op.error is None:
+                op.future.set_result(op.entry.id)  # type: ignore[arg-type]
+            else:
+                op.future.set_exception(JournalError(op.error))
+
+    # ---- look-ups -------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        reader = self._require_open()
+        try:
+            with self._read_lock:
+                return reader.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise JournalError(f"journal {self.path} read failed: {e}") from None
+
+    def _with_reversal(self, entry: JournalEntry) -> JournalEntry:
+        rev = self._reversing.get(entry.id) if entry.id is not None else None
+        if rev is not None:
+            return replace(entry, reversed=True, reversed_by=rev)
+        return replace(entry)
+
+    def _find_duplicate_locked(self, key: tuple[str, str, str, str]) -> JournalEntry | None:
+        hit = self._inflight.get(key)
+        if hit is not None:
+            return self._with_reversal(hit)
+        rows = self._query(
+            _SELECT + " WHERE terminal_id = ? AND stan = ? AND transmission = ? AND mti_class = ?"
+            " ORDER BY id LIMIT 1",
+            key,
+        )
+        return self._with_reversal(_row_entry(rows[0])) if rows else None
+
+    def find_duplicate(
+        self, terminal_id: str, stan: str, transmission: str, mti_class: str
+    ) -> JournalEntry | None:
+        """The journaled (or in-flight) entry with this key; a full MTI or its class works."""
+        with self._lock:
+            return self._find_duplicate_locked(
+                (terminal_id, stan, transmission, _class_of(mti_class))
+            )
+
+    def find_original(
+        self, terminal_id: str, stan: str, transmission: str | None = None
+    ) -> JournalEntry | None:
+        """The latest authorisation/financial entry (MTI 01xx/02xx) a reversal's DE90 names."""
+        sql = _SELECT + " WHERE terminal_id = ? AND stan = ? AND substr(mti, 2, 1) IN ('1', '2')"
+        args: tuple[Any, ...] = (terminal_id, stan)
+        if transmission is not None:
+            sql += " AND transmission = ?"
+            args += (transmission,)
+        with self._lock:
+            found = [
+                e
+                for e in (op.entry for op in self._pending.values())
+                if e.terminal_id == terminal_id
+                and e.stan == stan
+                and e.mti[1] in "12"
+                and (transmission is None or e.transmission == transmission)
+            ]
+            rows = self._query(sql + " ORDER BY id DESC LIMIT 1", args)
+            found += [_row_entry(r) for r in rows]
+            if not found:
+                return None
+            return self._with_reversal(max(found, key=lambda e: e.id or 0))
+
+    def get(self, entry_id: int) -> JournalEntry | None:
+        """The committed or in-flight entry with this id."""
+        with self._lock:
+            op = self._pending.get(entry_id)
+            if op is not None:
+                return self._with_reversal(op.entry)
+            rows = self._query(_SELECT + " WHERE id = ?", (entry_id,))
+            return self._with_reversal(_row_entry(rows[0])) if rows else None
+
+    def count(self) -> int:
+        """Number of committed entries."""
+        return int(self._query("SELECT COUNT(*) FROM entries")[0][0])
+
+    def export(
+        self, masked: bool = True, *, terminal_id: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Committed entries as plain dicts, oldest first (what `rig host journal --json` shows).
+
+        Entries are masked on the way in; `masked=True` runs the redactor over them once more.
+        """
+        sql, args = _SELECT, ()
+        if terminal_id is not None:
+            sql, args = sql + " WHERE terminal_id = ?", (terminal_id,)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        out = [asdict(_row_entry(r)) for r in self._query(sql, args)]
+        return [redact_value(d) for d in out] if masked else out
+
+    # ---- reconciliation -------------------------------------------------------------------
+
+    def _batch_entries(self, terminal_id: str, batch: str) -> list[JournalEntry]:
+        rows = self._query(
+            _SELECT + " WHERE terminal_id = ? AND batch = ? ORDER BY id", (terminal_id, batch)
+        )
+        return [_row_entry(r) for r in rows]
+
+    @staticmethod
+    def _category(e: JournalEntry) -> str | None:
+        if e.mti[:3] not in _POSTING_FUNCTIONS or not e.processing_code:
+            return None
+        code = e.processing_code[:2]
+        if code in _SALE_CODES:
+            return "sale"
+        if code in _REFUND_CODES:
+            return "refund"
+        return None
+
+    def totals(self, terminal_id: str, batch: str) -> dict[str, Any]:
+        """Host totals of a terminal batch: approved, unreversed 02xx sales and refunds."""
+        result: dict[str, Any] = {
+            "terminal_id": terminal_id,
+            "batch": batch,
+            "sale_count": 0,
+            "sale_amount": 0,
+            "refund_count": 0,
+            "refund_amount": 0,
+        }
+        for e in self._batch_entries(terminal_id, batch):
+            cat = self._category(e)
+            if cat is None or e.rc not in APPROVED or e.reversed:
+                continue
+            result[f"{cat}_count"] += 1
+            result[f"{cat}_amount"] += e.amount or 0
+        return result
+
+    def compare(
+        self, terminal_id: str, batch: str, terminal_totals: Totals | Mapping[str, int]
+    ) -> tuple[bool, list[dict[str, Any]]]:
+        """(in balance, differences): differing figures, then the transactions that explain them.
+
+        A transaction is listed when one or two host entries account exactly for a category's
+        count and amount gap: posted at the host but missing at the terminal, or counted by
+        the terminal while the host has it reversed or declined.
+        """
+        theirs = asdict(terminal_totals) if isinstance(terminal_totals, Totals) else terminal_totals
+        ours = self.totals(terminal_id, batch)
+        diffs: list[dict[str, Any]] = []
+        for name in ("sale_count", "sale_amount", "refund_count", "refund_amount"):
+            mine, other = ours[name], int(theirs.get(name, 0))
+            if mine != other:
+                diffs.append(
+                    {
+                        "type": "figure",
+                        "field": name,
+                        "host": mine,
+                        "terminal": other,
+                        "difference": mine - other,
+                    }
+                )
+        if not diffs:
+            return True, []
+        entries = self._batch_entries(terminal_id, batch)
+        for cat in ("sale", "refund"):
+            dcount = ours[f"{cat}_count"] - int(theirs.get(f"{cat}_count", 0))
+            damount = ours[f"{cat}_amount"] - int(theirs.get(f"{cat}_amount", 0))
+            in_cat = [e for e in entries if self._category(e) == cat]
+            if dcount > 0:
+                pool = [e for e in in_cat if e.rc in APPROVED and not e.reversed]
+                why = "posted at the host, not in the terminal's totals"
+            elif dcount < 0:
+                pool = [e for e in in_cat if e.rc not in APPROVED or e.reversed]
+                why = "in the terminal's totals, but reversed or declined at the host"
+            else:
+                continue
+            for e in _explain(pool, abs(dcount), abs(damount)):
+                diffs.append(
+                    {
+                        "type": "transaction",
+                        "category": cat,
+                        "reason": why,
+                        "id": e.id,
+                        "stan": e.stan,
+                        "transmission": e.transmission,
+                        "mti": e.mti,
+                        "amount": e.amount,
+                        "rc": e.rc,
+                        "reversed": e.reversed,
+                        "pan_masked": e.pan_masked,
+                        "rrn": e.rrn,
+                    }
+                )
+        return False, diffs
+
+
+def _explain(pool: list[JournalEntry], count: int, amount: int) -> list[JournalEntry]:
+    """One or two entries whose amounts sum to `amount` (the gap), else none."""
+    if count == 1:
+        return next(([e] for e in pool if (e.amount or 0) == amount), [])
+    if count == 2:
+        seen: dict[int, JournalEntry] = {}
+        for e in pool:
+            other = seen.get(amount - (e.amount or 0))
+            if other is not None:
+                return [other, e]
+            seen[e.amount or 0] = e
+    return []
+
+
+async def _wait(fut: asyncio.Future[int]) -> None:
+    await asyncio.shield(fut)

@@ -1,0 +1,456 @@
+"""Load generator for the host: N terminal connections sending chip authorisations, and a
+malformed-frame fuzzer running beside them; also a bare framed echo server to compare against.
+
+Each connection is one terminal (its own terminal id) sending 0100 requests with a valid ARQC
+computed from a card profile's TEST issuer keys, one at a time, and timing each round trip.
+Run the echo server: `python -m rig.host.loadgen echo --listen 127.0.0.1:0 --framing len2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import secrets
+import signal
+import string
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rig.crypto import arqc
+from rig.iso8583 import messages
+from rig.iso8583.framing import (
+    Framing,
+    FramingError,
+    Tpdu,
+    get_framing,
+    read_framed,
+)
+from rig.iso8583.messages import Iso8583Error
+
+DEFAULT_PROFILE = "visa-no-cvm-under-floor"
+DEFAULT_AMOUNT = 100
+MERCHANT = "POSRIGLOADGEN01"
+_IAD = {
+    "visa-10": "06010A03A00000",
+    "visa-18": "06011203A00000",
+    "visa-22": "1F42" + "00" * 30,
+    "mc-16": "0110A00003220000000000000000000000FF",
+    "mc-20": "0114A00003220000000000000000000000FF",
+    "pboc-01": "07010103A00000010A010000000000",
+}
+
+
+class LoadError(RuntimeError):
+    """The load cannot start (bad target, profile, framing); the message names the fix."""
+
+
+def chip_icc(profile: Any, amount: int, atc: int, now: datetime) -> tuple[dict[int, bytes], str]:
+    """DE55 tags with a valid ARQC for the profile's first application (TEST keys); (tags, pan)."""
+    from rig.profiles import issuer_keys
+
+    keys = issuer_keys(profile)
+    if not keys:
+        raise LoadError(f"profile {profile.id!r} has no EMV application; pick a chip profile")
+    k = keys[0]
+    app = profile.applications[0]
+    tags = {
+        "9F02": bytes.fromhex(f"{amount:012d}"),
+        "9F03": bytes(6),
+        "9F1A": bytes.fromhex(app.country.rjust(4, "0")),
+        "95": bytes(5),
+        "5F2A": bytes.fromhex(app.currency.rjust(4, "0")),
+        "9A": bytes.fromhex(now.strftime("%y%m%d")),
+        "9C": b"\x00",
+        "9F37": secrets.token_bytes(4),
+        "82": bytes.fromhex(app.aip),
+        "9F36": atc.to_bytes(2, "big"),
+        "9F10": bytes.fromhex(_IAD.get(k.cvn, _IAD["visa-10"])),
+    }
+    icc_mk = arqc.icc_master_key(k.cvn, k.imk_ac, k.pan, k.psn)
+    ac = arqc.generate_ac(k.cvn, icc_mk, tags)
+    out = {int(t, 16): v for t, v in tags.items()}
+    out[0x9F26] = ac
+    out[0x9F27] = b"\x80"
+    out[0x5F34] = bytes.fromhex(k.psn.rjust(2, "0"))
+    return out, k.pan
+
+
+def chip_authorization(
+    profile: Any,
+    *,
+    stan: int,
+    terminal_id: str,
+    amount: int = DEFAULT_AMOUNT,
+    atc: int = 1,
+    now: datetime | None = None,
+    builder: Any = messages.authorization,
+    **fields: Any,
+) -> dict[str, str]:
+    """A 0100 (or `builder`'s) chip request for the profile's card with a valid ARQC (TEST)."""
+    now = now or datetime.now(UTC)
+    icc, pan = chip_icc(profile, amount, atc, now)
+    app = profile.applications[0]
+    fields.setdefault("merchant_id", MERCHANT)
+    return builder(
+        amount=amount,
+        stan=stan,
+        terminal_id=terminal_id,
+        pan=pan,
+        expiry=app.expiry.strftime("%y%m"),
+        card_seq=app.psn.rjust(3, "0"),
+        currency=app.currency.rjust(3, "0"),
+        icc=icc,
+        now=now,
+        **fields,
+    )
+
+
+@dataclass
+class LoadConfig:
+    """Where and how hard to push: target, framing, connections, duration, what to send."""
+
+    host: str
+    port: int
+    framing: str = "len2"
+    connections: int = 64
+    duration: float = 5.0
+    warmup: float = 0.5
+    timeout: float = 5.0
+    cafile: Path | None = None
+    profiles: Path = Path("cardprofiles")
+    profile: str = DEFAULT_PROFILE
+    amount: int = DEFAULT_AMOUNT
+    malformed: int = 0
+    fuzz_connections: int = 2
+    seed: int | None = None
+    record: bool = False
+
+
+@dataclass
+class LoadResult:
+    """Throughput, latency percentiles, response codes, errors, malformed-frame outcomes."""
+
+    connections: int
+    duration_s: float
+    requests: int = 0
+    responses: int = 0
+    latencies: list[float] = field(default_factory=list, repr=False)
+    rc: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    malformed: Counter[str] = field(default_factory=Counter)
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 3) if lat else None
+
+        return {
+            "connections": self.connections,
+            "duration_s": round(self.duration_s, 3),
+            "requests": self.requests,
+            "responses": self.responses,
+            "per_s": round(len(lat) / self.duration_s, 1) if self.duration_s else 0.0,
+            "p50_ms": pct(0.50),
+            "p90_ms": pct(0.90),
+            "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1] * 1000, 3) if lat else None,
+            "response_codes": dict(self.rc),
+            "errors": dict(self.errors),
+            "malformed_sent": self.malformed["sent"],
+            "malformed_outcomes": {k: v for k, v in self.malformed.items() if k != "sent"},
+        }
+
+
+async def _open(cfg: LoadConfig) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ctx = None
+    if cfg.cafile is not None:
+        from rig.host.tls import client_context
+
+        ctx = client_context(cfg.cafile)
+    return await asyncio.open_connection(
+        cfg.host, cfg.port, ssl=ctx, server_hostname=cfg.host if ctx else None
+    )
+
+
+class _Terminal:
+    """One load connection: prebuilt request template, STAN counter, round-trip timing."""
+
+    def __init__(self, cfg: LoadConfig, profile: Any, tid: str, now: datetime) -> None:
+        self.cfg = cfg
+        self.tid = tid
+        self.doc = chip_authorization(profile, stan=1, terminal_id=tid, amount=cfg.amount, now=now)
+        self.framing = get_framing(cfg.framing)
+        self.tpdu = Tpdu(1, 0) if cfg.framing == "len2-tpdu" else None
+
+    async def run(self, res: LoadResult, start: float, end: float) -> None:
+        stan = 0
+        counted_from = start + self.cfg.warmup
+        while time.perf_counter() < end:
+            try:
+                reader, writer = await _open(self.cfg)
+            except OSError as e:
+                res.errors[f"connect: {e.__class__.__name__}"] += 1
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                while (t0 := time.perf_counter()) < end:
+                    stan += 1
+                    self.doc["11"] = f"{stan % 1_000_000:06d}"
+                    raw = messages.encode(self.doc)
+                    writer.write(self.framing.frame(raw, self.tpdu))
+                    res.requests += 1
+                    async with asyncio.timeout(self.cfg.timeout):
+                        frame = await read_framed(reader, self.framing)
+                    t1 = time.perf_counter()
+                    resp = messages.decode(frame.payload)
+                    res.responses += 1
+                    rc = resp.get("39", "echo")
+                    res.rc[rc] += 1
+                    if t0 >= counted_from:
+                        res.latencies.append(t1 - t0)
+                    if self.cfg.record:
+                        res.records.append(
+                            {
+                                "request": raw.hex(),
+                                "rc": rc,
+                                "auth_id": resp.get("38"),
+                                "rrn": resp.get("37"),
+                                "stan": self.doc["11"],
+                                "tid": self.tid,
+                            }
+                        )
+            except TimeoutError:
+                res.errors["timeout"] += 1
+            except (OSError, FramingError, asyncio.IncompleteReadError) as e:
+                res.errors[f"connection: {e.__class__.__name__}"] += 1
+                await asyncio.sleep(0.05)
+            except Iso8583Error:
+                res.errors["bad response"] += 1
+            finally:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+
+def malformed_frames(rng: random.Random, template: bytes) -> bytes:
+    """One payload the dialect's decoder rejects: random bytes, or a valid message mutated."""
+    while True:
+        kind = rng.randrange(5)
+        if kind == 0:
+            data = rng.randbytes(rng.randrange(1, 64))
+        elif kind == 1:
+            data = template[: rng.randrange(1, len(template))]
+        elif kind == 2:
+            data = bytearray(template)
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            data = bytes(data)
+        elif kind == 3:
+            data = template[:2] + rng.randbytes(rng.randrange(8, 80))
+        else:
+            data = template + rng.randbytes(rng.randrange(1, 16))
+        try:
+            messages.decode(data)
+        except Iso8583Error:
+            return data
+
+
+async def _fuzzer(cfg: LoadConfig, res: LoadResult, quota: int, template: bytes, seed: int) -> None:
+    rng = random.Random(seed)
+    framing = get_framing(cfg.framing)
+    tpdu = Tpdu(1, 0) if cfg.framing == "len2-tpdu" else None
+    sent = 0
+    while sent < quota:
+        try:
+            reader, writer = await _open(cfg)
+        except OSError:
+            res.malformed["connect_failed"] += 1
+            await asyncio.sleep(0.05)
+            continue
+        try:
+            while sent < quota:
+                payload = malformed_frames(rng, template)
+                writer.write(framing.frame(payload, tpdu))
+                sent += 1
+                res.malformed["sent"] += 1
+                try:
+                    async with asyncio.timeout(cfg.timeout):
+                        frame = await read_framed(reader, framing)
+                except FramingError:
+                    res.malformed["clean_close"] += 1
+                    break
+                except TimeoutError:
+                    res.malformed["no_reaction"] += 1
+                    break
+                try:
+                    rc = messages.decode(frame.payload).get("39")
+                except Iso8583Error:
+                    rc = "undecodable"
+                res.malformed["rc30" if rc == "30" else f"other:{rc}"] += 1
+        except OSError:
+            res.malformed["clean_close"] += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def run_load(cfg: LoadConfig) -> LoadResult:
+    """Run the load (and the fuzzer when `cfg.malformed`), return the measured result."""
+    from rig.profiles import ProfileError, load_all
+
+    try:
+        profile = load_all(cfg.profiles)[cfg.profile]
+    except (ProfileError, KeyError):
+        raise LoadError(f"card profile {cfg.profile!r} not found in {cfg.profiles}") from None
+    try:
+        get_framing(cfg.framing)
+    except FramingError as e:
+        raise LoadError(str(e)) from None
+    now = datetime.now(UTC)
+    tag = "".join(random.choices(string.ascii_uppercase, k=2))
+    terms = [_Terminal(cfg, profile, f"L{tag}{i:05d}", now) for i in range(cfg.connections)]
+    res = LoadResult(cfg.connections, max(0.0, cfg.duration - cfg.warmup))
+    start = time.perf_counter()
+    end = start + cfg.duration
+    jobs = [t.run(res, start, end) for t in terms]
+    if cfg.malformed:
+        seed = cfg.seed if cfg.seed is not None else secrets.randbits(32)
+        template = messages.encode(terms[0].doc)
+        n = max(1, cfg.fuzz_connections)
+        jobs += [
+            _fuzzer(cfg, res, cfg.malformed // n + (i < cfg.malformed % n), template, seed + i)
+            for i in range(n)
+        ]
+    await asyncio.gather(*jobs)
+    res.duration_s = max(1e-9, min(time.perf_counter(), end) - start - cfg.warmup)
+    return res
+
+
+class TerminalClient:
+    """Blocking terminal-side client (tests, tools): framed send/receive over TCP or TLS."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        framing: str = "len2",
+        *,
+        cafile: Path | str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        import socket
+
+        self.framing = get_framing(framing, max_len=1 << 20)
+        self.tpdu = Tpdu(1, 0) if framing == "len2-tpdu" else None
+        sock = socket.create_connection(address, timeout=timeout)
+        if cafile is not None:
+            from rig.host.tls import client_context
+
+            sock = client_context(cafile).wrap_socket(sock, server_hostname=address[0])
+        self.sock = sock
+        self.reader = self.framing.reader()
+        self._frames: list[Any] = []
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes as they are (a header, a partial frame, garbage)."""
+        self.sock.sendall(data)
+
+    def send_payload(self, payload: bytes) -> None:
+        """One framed payload (with a TPDU when the framing has one)."""
+        self.sock.sendall(self.framing.frame(payload, self.tpdu))
+
+    def receive(self, timeout: float | None = None) -> Any:
+        """The next frame, or None when the host closed the connection (TimeoutError if slow)."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        while not self._frames:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self._frames.extend(self.reader.feed(chunk))
+        return self._frames.pop(0)
+
+    def exchange(self, doc: dict[str, str], timeout: float | None = None) -> dict[str, str] | None:
+        """Send a message document, return the decoded response (None: connection closed)."""
+        self.send_payload(messages.encode(doc))
+        frame = self.receive(timeout)
+        return None if frame is None else messages.decode(frame.payload)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> TerminalClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---- bare echo server ------------------------------------------------------------------------
+
+
+class _Echo(asyncio.Protocol):
+    def __init__(self, framing: Framing) -> None:
+        self.framing = framing
+        self.reader = framing.reader()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except FramingError:
+            self.transport.close()
+            return
+        for f in frames:
+            self.transport.write(  # type: ignore[attr-defined]
+                self.framing.frame(f.payload, f.tpdu.swapped() if f.tpdu else None)
+            )
+
+
+async def echo_server(host: str, port: int, framing: str) -> tuple[asyncio.AbstractServer, str]:
+    """A bare server with the host's framing that writes every frame back (the baseline)."""
+    fr = get_framing(framing)
+    server = await asyncio.get_running_loop().create_server(lambda: _Echo(fr), host, port)
+    bound = server.sockets[0].getsockname()
+    return server, f"{bound[0]}:{bound[1]}"
+
+
+async def _echo_main(listen: str, framing: str) -> None:
+    from rig.bench.sim.common import announce_ready
+
+    host, _, port = listen.rpartition(":")
+    server, address = await echo_server(host, int(port), framing)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    announce_ready(listen=address)
+    async with server:
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Bare framed echo server (load baseline).")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    echo = sub.add_parser("echo")
+    echo.add_argument("--listen", default="127.0.0.1:0")
+    echo.add_argument("--framing", default="len2")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_echo_main(args.listen, args.framing))
+
+
+if __name__ == "__main__":
+    main()

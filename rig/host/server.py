@@ -1,0 +1,535 @@
+"""The reference acquirer host's asyncio TCP server: framing, decoding, journal, issuer, actions.
+
+One `HostServer` owns its listeners (each with its own framing and optional TLS), the journal,
+the key store, the issuer and the rules. Per request: decode once, reject what cannot be read
+(format error RC 30, or a clean close when not even the MTI is readable), answer a duplicate
+with the original response, let the issuer decide, make the journal entry durable, and only
+then write the response. A broken connection only ever closes itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import iso8583
+
+from rig.host import tls
+from rig.iso8583.framing import Frame, Framing, FramingError, get_framing
+from rig.iso8583.messages import Iso8583Error, decode, encode, mask, mask_pan, response_to
+from rig.iso8583.spec import SPEC
+
+log = logging.getLogger("rig.host")
+
+MASTER_KEY_FILE = "master.key"
+KEYSTORE_FILE = "keys.store"
+TLS_DIR = "tls"
+LOG_FILE = "host.log"
+STATE_FILE = "host.json"
+
+RESPONSE_MTI = {
+    "0100": "0110",
+    "0200": "0210",
+    "0220": "0230",
+    "0400": "0410",
+    "0401": "0410",
+    "0500": "0510",
+    "0800": "0810",
+}
+_REVERSALS = frozenset({"0400", "0401"})
+_MAX_PENDING = 64
+
+
+class HostError(RuntimeError):
+    """The host cannot start or run as configured; the message names the place and the fix."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listening endpoint: address, framing name and whether it speaks TLS."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    framing: str = "len2"
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, text: str, framing: str = "len2", use_tls: bool = False) -> Listener:
+        """From 'HOST:PORT[/FRAMING][/tls]' (port 0: any free port); HostError names the fault."""
+        address, *opts = text.split("/")
+        for opt in opts:
+            if opt == "tls":
+                use_tls = True
+            elif opt:
+                framing = opt
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise HostError(
+                f"listen address {text!r} is not HOST:PORT[/FRAMING][/tls] (e.g. 127.0.0.1:8583)"
+            )
+        try:
+            get_framing(framing)
+        except FramingError as e:
+            raise HostError(str(e)) from None
+        return cls(host.strip("[]"), int(port), framing, use_tls)
+
+
+@dataclass
+class HostConfig:
+    """Everything a host needs: data folder, listeners, limits, card profiles and rules."""
+
+    data: Path
+    listeners: list[Listener] = field(default_factory=lambda: [Listener()])
+    max_frame: int = 8192
+    idle_timeout: float = 300.0
+    echo_keepalive: bool = False
+    profiles: Path = Path("cardprofiles")
+    rules: Path | None = None
+    control: tuple[str, int] | None = ("127.0.0.1", 0)
+    master_key_file: Path | None = None
+    group_window: float = 0.002
+    log_messages: bool = False
+
+
+class _Conn(asyncio.Protocol):
+    """One terminal connection: incremental frame reader, a queue, one worker task at a time."""
+
+    def __init__(self, server: HostServer, framing: Framing, name: str) -> None:
+        self.server = server
+        self.framing = framing
+        self.name = name
+        self.reader = framing.reader()
+        self.pending: deque[Frame] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.closed = False
+        self.paused = False
+        self.last = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.server._opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last = time.monotonic()
+        before = self.reader.keepalives
+        try:
+            frames = self.reader.feed(data)
+        except FramingError as e:
+            self.server._bad_frame(self, e)
+            return
+        if self.reader.keepalives != before:
+            self.server._keepalives(self, self.reader.keepalives - before)
+        if frames:
+            self.pending.extend(frames)
+            if len(self.pending) > _MAX_PENDING and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+            if self.task is None:
+                self.task = self.server._loop.create_task(self._work())
+
+    async def _work(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                await self.server._handle(self, self.pending.popleft())
+                if self.paused and len(self.pending) < _MAX_PENDING // 2:
+                    self.paused = False
+                    self.transport.resume_reading()  # type: ignore[union-attr]
+        except Exception:
+            self.server.counters["internal_errors"] += 1
+            log.exception(
+                "%s %s: internal error; closing this connection only", self.name, self.peer
+            )
+            self.close()
+        finally:
+            self.task = None
+
+    def write(self, raw: bytes, tpdu: Any) -> None:
+        if self.closed:
+            return
+        self.transport.write(  # type: ignore[union-attr]
+            self.framing.frame(raw, tpdu.swapped() if tpdu is not None else None)
+        )
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server._lost(self)
+
+
+class HostServer:
+    """The reference acquirer host: listeners, journal, key store, issuer, rules and counters."""
+
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+        self.counters: Counter[str] = Counter()
+        self.rc_counts: Counter[str] = Counter()
+        self.addresses: list[dict[str, Any]] = []
+        self.control_address: str | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._conns: set[_Conn] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._control: Any = None
+        self._loop: asyncio.AbstractEventLoop
+        self.journal: Any = None
+        self.keystore: Any = None
+        self.issuer: Any = None
+        self.rules: Any = None
+        self.profiles: dict[str, Any] = {}
+
+    # ---- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the data folder, load profiles, keys and rules, then listen; HostError on fault."""
+        from rig.host.issuer import Issuer
+        from rig.host.journal import Journal, JournalError
+        from rig.host.keystore import KeyStore, KeyStoreError, load_master_key
+        from rig.host.rules import DEFAULT_RULES, RuleError, RuleSet
+        from rig.profiles import ProfileError, load_all
+
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        data = Path(cfg.data)
+        if not (data / KEYSTORE_FILE).is_file():
+            raise HostError(
+                f"{data} is not an initialised host data folder (no {KEYSTORE_FILE}); "
+                f"run `rig host init --data {data}` first"
+            )
+        _setup_log(data / LOG_FILE, cfg.log_messages)
+        key_file = cfg.master_key_file or data / MASTER_KEY_FILE
+        try:
+            master = load_master_key(key_file if key_file.is_file() else None)
+            self.keystore = KeyStore.open(data / KEYSTORE_FILE, master)
+        except KeyStoreError as e:
+            raise HostError(f"key store: {e}") from None
+        try:
+            self.profiles = load_all(cfg.profiles)
+        except ProfileError as e:
+            raise HostError(f"card profiles: {e}") from None
+        try:
+            self.rules = RuleSet.from_yaml(cfg.rules or DEFAULT_RULES)
+        except RuleError as e:
+            raise HostError(str(e)) from None
+        self.issuer = Issuer(self.profiles, self.keystore, self.rules)
+        self.journal = Journal.in_folder(data, group_window=cfg.group_window)
+        try:
+            self.journal.open()
+        except JournalError as e:
+            raise HostError(f"journal: {e}") from None
+        for spec in cfg.listeners:
+            await self._listen(spec, data)
+        if cfg.control is not None:
+            from rig.host.control import ControlServer
+
+            self._control = ControlServer(self)
+            self.control_address = await self._control.start(*cfg.control)
+        self._sweeper = self._loop.create_task(self._sweep())
+        state = {"pid": os.getpid(), "listeners": self.addresses, "control": self.control_address}
+        (data / STATE_FILE).write_text(json.dumps(state) + "\n")
+        log.info("host up: %s control %s", self.addresses, self.control_address)
+
+    async def _listen(self, spec: Listener, data: Path) -> None:
+        framing = get_framing(spec.framing, max_len=self.config.max_frame)
+        ctx = tls.server_context(data / TLS_DIR) if spec.tls else None
+        name = f"{spec.framing}{'+tls' if spec.tls else ''}"
+        try:
+            server = await self._loop.create_server(
+                lambda: _Conn(self, framing, name), spec.host, spec.port, ssl=ctx, backlog=512
+            )
+        except OSError as e:
+            raise HostError(f"cannot listen on {spec.host}:{spec.port}: {e.strerror}") from None
+        host, port = server.sockets[0].getsockname()[:2]
+        self._servers.append(server)
+        self.addresses.append(
+            {"address": f"{host}:{port}", "framing": spec.framing, "tls": spec.tls}
+        )
+
+    async def stop(self) -> None:
+        """Stop listening, finish in-flight requests (journal first), close connections."""
+        for server in self._servers:
+            server.close()
+        if self._control is not None:
+            await self._control.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        tasks = [c.task for c in self._conns if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for conn in list(self._conns):
+            conn.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+        if self.journal is not None:
+            self.journal.close()
+        log.info("host stopped: %s", dict(self.counters))
+
+    async def _sweep(self) -> None:
+        idle = self.config.idle_timeout
+        period = max(0.05, min(1.0, idle / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self._conns):
+                if now - conn.last > idle and conn.task is None:
+                    self.counters["closed_idle"] += 1
+                    log.info("%s %s: idle for %.1f s; closing", conn.name, conn.peer, idle)
+                    conn.close()
+
+    # ---- connection events ---------------------------------------------------------------
+
+    def _opened(self, conn: _Conn) -> None:
+        self._conns.add(conn)
+        self.counters["connections"] += 1
+        log.debug("%s %s: connected", conn.name, conn.peer)
+
+    def _lost(self, conn: _Conn) -> None:
+        self._conns.discard(conn)
+        log.debug("%s %s: closed", conn.name, conn.peer)
+
+    def _keepalives(self, conn: _Conn, n: int) -> None:
+        self.counters["keepalives"] += n
+        if self.config.echo_keepalive:
+            for _ in range(n):
+                conn.transport.write(conn.framing._header(0))  # type: ignore[union-attr]
+
+    def _bad_frame(self, conn: _Conn, err: FramingError) -> None:
+        self.counters["closed_bad_frame"] += 1
+        log.warning("%s %s: %s; closing this connection", conn.name, conn.peer, err)
+        conn.pending.clear()
+        conn.close()
+
+    # ---- one request ---------------------------------------------------------------------
+
+    async def _handle(self, conn: _Conn, frame: Frame) -> None:
+        self.counters["requests"] += 1
+        try:
+            doc = decode(frame.payload)
+        except Iso8583Error as e:
+            self._format_error(conn, frame, str(e))
+            return
+        mti = doc["t"]
+        tid = doc.get("41")
+        stan = doc.get("11")
+        if mti not in RESPONSE_MTI or tid is None or stan is None:
+            self._format_error(
+                conn, frame, f"MTI {mti} without DE11/DE41 or not a request", doc=doc
+            )
+            return
+        if self.config.log_messages:
+            log.debug("%s %s: rx %s", conn.name, conn.peer, mask(doc))
+        if self.rules.paused:
+            self.counters["paused_unanswered"] += 1
+            return
+        de7 = doc.get("7", "")
+        journal = self.journal
+        dup = journal.find_duplicate(tid, stan, de7, mti[:2])
+        if dup is not None:
+            await self._replay(conn, frame, doc, dup)
+            return
+        original = None
+        kw: dict[str, Any] = {}
+        if mti in _REVERSALS:
+            de90 = doc.get("90", "")
+            if len(de90) >= 20:
+                original = journal.find_original(tid, de90[4:10], de90[10:20])
+            kw["original"] = original
+        elif mti == "0500":
+            kw["reconciliation"] = self._compare(doc)
+        decision = self.issuer.decide(doc, **kw)
+        rc = decision.rc
+        resp = response_to(doc, rc)
+        resp.update(decision.fields)
+        resp["39"] = rc
+        entry = self._entry(doc, resp, decision.kind, original)
+        if original is not None and rc == "00":
+            await journal.mark_reversed(original.id, entry)
+        else:
+            await journal.append(entry)
+        self.rc_counts[rc] += 1
+        action = decision.action
+        if action is not None and await self._act(conn, frame, resp, action):
+            return
+        self._send(conn, frame, resp)
+
+    def _compare(self, doc: dict[str, str]) -> Any:
+        from rig.iso8583.messages import Totals
+
+        try:
+            totals = Totals.decode(doc.get("63", ""))
+        except Iso8583Error:
+            return None
+        batch = doc.get("60", "")[:6]
+        return self.journal.compare(doc["41"], batch, totals)
+
+    async def _act(self, conn: _Conn, frame: Frame, resp: dict[str, str], action: Any) -> bool:
+        """Apply a rule's action; True when the normal response must not be written."""
+        if action.delay_ms:
+            await asyncio.sleep(action.delay_ms / 1000)
+        if action.no_answer:
+            self.counters["no_answer"] += 1
+            return True
+        if action.drop_connection:
+            self.counters["dropped"] += 1
+            conn.close()
+            return True
+        if action.malformed:
+            self.counters["malformed_sent"] += 1
+            raw = encode(resp)
+            conn.write(raw[: max(3, len(raw) // 2)] + b"\xff\xff", frame.tpdu)
+            return True
+        return False
+
+    def _send(self, conn: _Conn, frame: Frame, resp: dict[str, str]) -> None:
+        raw = encode(resp)
+        if self.config.log_messages:
+            log.debug("%s %s: tx %s", conn.name, conn.peer, mask(resp))
+        conn.write(raw, frame.tpdu)
+        self.counters["responses"] += 1
+
+    async def _replay(self, conn: _Conn, frame: Frame, doc: dict[str, str], dup: Any) -> None:
+        """A duplicate: the original response again (nothing posted), once it is durable."""
+        self.counters["duplicates"] += 1
+        if dup.id is not None:
+            await self.journal.wait_committed(dup.id)
+        resp = response_to(doc, dup.rc)
+        for key, value in (dup.response or {}).items():
+            if key not in resp and key.isdigit() and key not in ("2", "35", "45", "52"):
+                resp[key] = value
+        finish = getattr(self.issuer, "finish_response", None)
+        if finish is not None:
+            resp = finish(doc, resp)
+        self._send(conn, frame, resp)
+
+    def _entry(self, doc: dict[str, str], resp: dict[str, str], kind: str, original: Any) -> Any:
+        """The journal entry; the journal masks both documents once on the way in."""
+        from rig.host.journal import JournalEntry
+
+        amount = doc.get("4")
+        pan = doc.get("2") or doc.get("35", "").split("D", 1)[0]
+        batch = doc.get("60")
+        return JournalEntry(
+            terminal_id=doc["41"],
+            stan=doc["11"],
+            transmission=doc.get("7", ""),
+            mti=doc["t"],
+            processing_code=doc.get("3"),
+            amount=int(amount) if amount else None,
+            currency=doc.get("49"),
+            rc=resp["39"],
+            auth_id=resp.get("38"),
+            rrn=resp.get("37"),
+            batch=batch[:6] if batch else None,
+            pan_masked=mask_pan(pan) if pan else None,
+            kind=kind,
+            original_id=original.id if original is not None else None,
+            request=doc,
+            response=resp,
+        )
+
+    def _format_error(
+        self, conn: _Conn, frame: Frame, why: str, doc: dict[str, str] | None = None
+    ) -> None:
+        """RC 30 when the MTI is a readable request, otherwise close this connection only."""
+        self.counters["format_errors"] += 1
+        partial = doc if doc is not None else _partial(frame.payload)
+        mti = partial.get("t", "")
+        if mti in RESPONSE_MTI:
+            resp = {"t": RESPONSE_MTI[mti], "39": "30"}
+            for key in ("7", "11", "41"):
+                value = partial.get(key)
+                if isinstance(value, str) and _fits(key, value):
+                    resp[key] = value
+            try:
+                raw = encode(resp)
+            except Iso8583Error:
+                raw = b""
+            if raw:
+                log.info("%s %s: format error (%s); answered RC 30", conn.name, conn.peer, why)
+                conn.write(raw, frame.tpdu)
+                self.rc_counts["30"] += 1
+                return
+        self.counters["closed_unreadable"] += 1
+        log.info("%s %s: unreadable message (%s); closing", conn.name, conn.peer, why)
+        conn.pending.clear()
+        conn.close()
+
+    # ---- control ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Addresses, open connections, pause state and counters (JSON-able)."""
+        return {
+            "pid": os.getpid(),
+            "listeners": self.addresses,
+            "control": self.control_address,
+            "connections_open": len(self._conns),
+            "paused": bool(self.rules.paused),
+            "counters": dict(self.counters),
+            "response_codes": dict(self.rc_counts),
+            "journal_entries": self.journal.count(),
+        }
+
+
+def _partial(payload: bytes) -> dict[str, Any]:
+    """Whatever pyiso8583 could decode before it failed (for a format-error response)."""
+    try:
+        doc, _ = iso8583.decode(payload, SPEC)
+    except iso8583.DecodeError as e:
+        return e.doc_dec or {}
+    except Exception:
+        return {}
+    return doc
+
+
+def _fits(key: str, value: str) -> bool:
+    if key == "41":
+        return len(value) == 8 and value.isprintable() and value.isascii()
+    return value.isdigit() and len(value) == (10 if key == "7" else 6)
+
+
+def _setup_log(path: Path, verbose: bool) -> None:
+    """One log file per data folder; message bodies (masked) only when `verbose`."""
+    for handler in list(log.handlers):
+        if getattr(handler, "_posrig", False):
+            log.removeHandler(handler)
+            handler.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler._posrig = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+async def serve_forever(config: HostConfig, ready: Any = None) -> None:
+    """Start a host, call `ready(server)`, run until cancelled or SIGTERM, then stop cleanly."""
+    import signal
+
+    server = HostServer(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    if ready is not None:
+        ready(server)
+    try:
+        await stopping.wait()
+    finally:
+        await server.stop()

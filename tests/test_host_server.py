@@ -1,0 +1,264 @@
+"""The reference host's server over real TCP sockets: every framing, duplicates, reversals,
+keep-alives, frame limits, malformed messages, idle timeout, TLS and the control API.
+
+The host runs as its own process (`python -m rig.host.cli serve`); clients are plain sockets.
+TEST MATERIAL ONLY: the card profiles' test PANs and test keys.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from rig.crypto import arqc
+from rig.host.cli import init_data
+from rig.host.control import ControlError, HostProcess
+from rig.host.loadgen import TerminalClient, chip_authorization
+from rig.iso8583 import messages
+from rig.iso8583.framing import FRAMINGS, Tpdu
+from rig.profiles import issuer_keys, load_all
+
+FRAMING_NAMES = list(FRAMINGS)
+PROFILE_ID = "visa-no-cvm-under-floor"  # TEST profile, CVN 10, ARPC method 1
+TID = "TERM0001"
+MID = "MERCHANT0000001"
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return load_all("cardprofiles")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    data = tmp_path_factory.mktemp("host")
+    init_data(data, [TID, "TERM0002"])
+    listens = [f"127.0.0.1:0/{name}" for name in FRAMING_NAMES] + ["127.0.0.1:0/len2/tls"]
+    args = [a for item in listens for a in ("--listen", item)]
+    proc = HostProcess(data, *args, "--idle-timeout", "1.5", "--max-frame", "2048")
+    proc.data = data
+    yield proc
+    assert proc.stop() == 0
+
+
+def client(host, framing="len2", **kw) -> TerminalClient:
+    return TerminalClient(host.listener(framing, tls="cafile" in kw), framing, **kw)
+
+
+_stan = iter(range(100, 999_999))
+
+
+def next_stan() -> int:
+    return next(_stan)
+
+
+@pytest.mark.parametrize("framing", FRAMING_NAMES)
+def test_sign_on_in_each_framing(host, framing):
+    stan = next_stan()
+    with client(host, framing) as c:
+        c.send_payload(messages.encode(messages.sign_on(stan=stan, terminal_id=TID)))
+        frame = c.receive(5)
+    resp = messages.decode(frame.payload)
+    assert resp["t"] == "0810"
+    assert resp["39"] == "00"
+    assert resp["11"] == f"{stan:06d}"
+    assert resp["70"] == "001"
+    if framing == "len2-tpdu":
+        assert frame.tpdu == Tpdu(0, 1)  # the request went out as 60 0001 0000: swapped back
+    else:
+        assert frame.tpdu is None
+
+
+def test_purchase_approved_with_valid_arpc(host, profiles):
+    profile = profiles[PROFILE_ID]
+    doc = chip_authorization(
+        profile, stan=next_stan(), terminal_id=TID, builder=messages.purchase, merchant_id=MID
+    )
+    with client(host) as c:
+        resp = c.exchange(doc, 5)
+    assert resp["t"] == "0210"
+    assert resp["39"] == "00", resp
+    assert len(resp["38"]) == 6
+    tags = messages.de55_decode(resp["55"])
+    icc = messages.de55_decode(doc["55"])
+    keys = issuer_keys(profile)[0]
+    mk = arqc.icc_master_key(keys.cvn, keys.imk_ac, keys.pan, keys.psn)
+    # EMV Book 2 8.2.1 ARPC method 1 over the ARQC and the ARC ("00" in ASCII)
+    expected = arqc.generate_arpc(keys.cvn, mk, icc[0x9F26], icc[0x9F36], arc=b"00")
+    assert tags[0x91][:8] == expected
+
+
+def test_wrong_arqc_is_declined(host, profiles):
+    doc = chip_authorization(profiles[PROFILE_ID], stan=next_stan(), terminal_id=TID)
+    icc = messages.de55_decode(doc["55"])
+    icc[0x9F26] = bytes(8)
+    doc["55"] = messages.de55_encode(icc)
+    with client(host) as c:
+        resp = c.exchange(doc, 5)
+    assert resp["39"] != "00"
+
+
+def _journal_for(host, stan: int) -> list[dict]:
+    with host.control() as ctl:
+        rows = ctl.journal()
+    return [r for r in rows if r["stan"] == f"{stan:06d}"]
+
+
+def test_duplicate_gets_the_original_response_and_is_not_posted_twice(host, profiles):
+    stan = next_stan()
+    doc = chip_authorization(
+        profiles[PROFILE_ID], stan=stan, terminal_id=TID, builder=messages.purchase, merchant_id=MID
+    )
+    with host.control() as ctl:
+        before = ctl.status()["counters"].get("duplicates", 0)
+    with client(host) as c:
+        first = c.exchange(doc, 5)
+    with client(host) as c:
+        second = c.exchange(doc, 5)
+    assert first["39"] == "00"
+    for key in ("39", "38", "37", "11", "55"):
+        assert second[key] == first[key]
+    rows = _journal_for(host, stan)
+    assert len(rows) == 1
+    with host.control() as ctl:
+        assert ctl.status()["counters"]["duplicates"] == before + 1
+
+
+def test_reversal_of_known_and_unknown_transactions(host, profiles):
+    stan = next_stan()
+    sale = chip_authorization(
+        profiles[PROFILE_ID], stan=stan, terminal_id=TID, builder=messages.purchase, merchant_id=MID
+    )
+    with client(host) as c:
+        assert c.exchange(sale, 5)["39"] == "00"
+        rev = messages.reversal(sale, stan=next_stan(), reason="98")
+        answer = c.exchange(rev, 5)
+        assert answer["t"] == "0410"
+        assert answer["39"] == "00"
+        again = c.exchange(messages.reversal_repeat(rev), 5)  # 0401 repeat: same answer
+        assert again["39"] == "00"
+        unknown = dict(sale, **{"11": "999998"})
+        urev = messages.reversal(unknown, stan=next_stan(), reason="98")
+        assert c.exchange(urev, 5)["39"] == "00"  # docs/host-rules.md: unknown original -> 00
+    original = _journal_for(host, stan)
+    assert len(original) == 1
+    assert original[0]["reversed"] is True
+    reversal_rows = _journal_for(host, int(rev["11"]))
+    assert [r["mti"] for r in reversal_rows] == ["0400"]  # the 0401 posted nothing
+    assert reversal_rows[0]["original_id"] == original[0]["id"]
+    unknown_rows = _journal_for(host, int(urev["11"]))
+    assert unknown_rows[0]["original_id"] is None
+
+
+def test_keepalive_is_ignored(host):
+    stan = next_stan()
+    with host.control() as ctl:
+        before = ctl.status()["counters"].get("keepalives", 0)
+    with client(host, "ascii4") as c:
+        c.send_raw(b"0000")
+        c.send_raw(b"0000")
+        c.send_payload(messages.encode(messages.echo_test(stan=stan, terminal_id=TID)))
+        resp = messages.decode(c.receive(5).payload)
+    assert resp["t"] == "0810"
+    assert resp["11"] == f"{stan:06d}"
+    with host.control() as ctl:
+        assert ctl.status()["counters"]["keepalives"] == before + 2
+
+
+def test_frame_over_the_limit_closes_only_that_connection(host):
+    with client(host) as good, client(host) as bad:
+        bad.send_raw((4000).to_bytes(2, "big") + b"\x02\x00")
+        assert bad.receive(5) is None  # closed cleanly, nothing answered
+        resp = good.exchange(messages.sign_on(stan=next_stan(), terminal_id=TID), 5)
+        assert resp["39"] == "00"
+
+
+def test_malformed_message_gets_rc30_when_mti_readable(host):
+    stan = next_stan()
+    good_doc = messages.sign_on(stan=stan, terminal_id=TID)
+    raw = messages.encode(good_doc)
+    with client(host) as good, client(host) as bad:
+        bad.send_payload(raw[:-3])  # DE41 cut short: MTI, DE7 and DE11 readable
+        resp = messages.decode(bad.receive(5).payload)
+        assert resp["t"] == "0810"
+        assert resp["39"] == "30"
+        assert resp["11"] == f"{stan:06d}"
+        bad.send_payload(b"\xff\xfe\x00garbage")  # MTI unreadable: clean close
+        assert bad.receive(5) is None
+        assert good.exchange(good_doc | {"11": f"{next_stan():06d}"}, 5)["39"] == "00"
+
+
+def test_idle_connection_is_closed(host):
+    with client(host) as c:
+        start = time.monotonic()
+        assert c.receive(6) is None
+        assert 1.0 <= time.monotonic() - start < 5
+
+
+def test_tls_listener_with_the_certificate_from_init(host):
+    cafile = Path(host.data) / "tls" / "host.crt"
+    with client(host, "len2", cafile=cafile) as c:
+        assert isinstance(c.sock, ssl.SSLSocket)
+        assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
+        resp = c.exchange(messages.sign_on(stan=next_stan(), terminal_id=TID), 5)
+    assert resp["39"] == "00"
+    # a client that does not trust the certificate is refused
+    with pytest.raises(ssl.SSLCertVerificationError):
+        TerminalClient(host.listener("len2", tls=True), "len2", cafile=_other_ca(host))
+    # plain TCP to the TLS port: the handshake fails; the host keeps serving
+    with socket.create_connection(host.listener("len2", tls=True), timeout=5) as s:
+        s.sendall(b"\x00\x10" + bytes(16))
+        try:
+            reply = s.recv(1024)
+        except ConnectionResetError:
+            reply = b""
+        assert reply == b"" or reply[0] == 0x15  # closed, or a TLS alert record
+    with client(host, "len2", cafile=cafile) as c:
+        assert c.exchange(messages.echo_test(stan=next_stan(), terminal_id=TID), 5)["39"] == "00"
+
+
+def _other_ca(host) -> Path:
+    from rig.host.tls import make_self_signed
+
+    cert, _ = make_self_signed(Path(host.data) / "other-ca")
+    return cert
+
+
+def test_control_force_pause_and_journal(host, profiles):
+    profile = profiles[PROFILE_ID]
+
+    def purchase():
+        return chip_authorization(
+            profile, stan=next_stan(), terminal_id=TID, builder=messages.purchase, merchant_id=MID
+        )
+
+    with host.control() as ctl, client(host) as c:
+        ctl.force("05")
+        assert c.exchange(purchase(), 5)["39"] == "05"
+        assert c.exchange(purchase(), 5)["39"] == "00"  # only the next one
+        ctl.force(no_answer=True)
+        with pytest.raises(TimeoutError):
+            c.exchange(purchase(), 0.5)
+        ctl.pause()
+        assert ctl.status()["paused"] is True
+        with pytest.raises(TimeoutError):
+            c.exchange(purchase(), 0.5)
+        ctl.resume()
+        assert c.exchange(purchase(), 5)["39"] == "00"
+        ctl.force("51", count=3)
+        ctl.clear()
+        assert c.exchange(purchase(), 5)["39"] == "00"
+        rows = ctl.journal(limit=3)
+        assert len(rows) == 3
+        pan = profile.applications[0].pan
+        masked = pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+        assert all(r["pan_masked"] == masked for r in rows)
+        assert pan not in repr(rows)
+        with pytest.raises(ControlError, match="rc"):
+            ctl.force("5")
+        with pytest.raises(ControlError, match="unknown command"):
+            ctl.call("reboot")
