@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rig.bench import Bench, BenchFileError
+from rig.iso8583 import messages
 
 # EMVCo merchant-presented QR, the specification's published example (test data).
 SAMPLE_QR = (
@@ -134,13 +135,18 @@ class Demo:
     def network(self) -> tuple[bool, str]:
         proxy = self.bench["network"]
         host, _, port = self.bench.endpoint("network")["listen"].rpartition(":")
-        message = b"\x08\x00posrig demo echo"
-        with socket.create_connection((host, int(port)), timeout=3.0) as sock:
-            sock.sendall(struct.pack(">H", len(message)) + message)
+        tid = self.bench.spec.instruments["host"].terminals[0]
+        request = messages.encode(messages.sign_on(stan=1, terminal_id=tid))
+        with socket.create_connection((host, int(port)), timeout=5.0) as sock:
+            sock.sendall(struct.pack(">H", len(request)) + request)
             header = _recv_exact(sock, 2)
-            answer = _recv_exact(sock, struct.unpack(">H", header)[0])
+            answer = messages.decode(_recv_exact(sock, struct.unpack(">H", header)[0]))
         frames = proxy.status().get("frames", {})
-        return answer == message, f"{len(message)}-byte frame via the proxy and back; {frames}"
+        ok = answer.get("t") == "0810" and answer.get("39") == "00"
+        return (
+            ok,
+            f"0800 sign-on via the proxy -> {answer.get('t')} RC {answer.get('39')}; {frames}",
+        )
 
     def power_off(self) -> tuple[bool, str]:
         self.bench.power.off()
@@ -176,7 +182,7 @@ def run_demo(bench_file: Path, *, as_json: bool = False, console: Console | None
         ("card ATR and SELECT", "reader", demo.card),
         ("print and decode a receipt", "printer", demo.receipt),
         ("scan a QR code", "scanner", demo.scan),
-        ("message through the fault proxy", "network", demo.network),
+        ("sign on to the host via the fault proxy", "network", demo.network),
         ("terminal power rail off", "relay", demo.power_off),
     ]
     with console.status("bringing the bench up") as status:

@@ -162,7 +162,11 @@ class Bench:
 
             return FaultProxyControl(ends["control"], transcript=tr)
         if inst.kind == "host":
-            return ends["address"]
+            if "control" not in ends:
+                return ends["address"]
+            from rig.host.control import HostControl
+
+            return HostControl(ends["control"])
         raise BenchError(f"no driver for instrument kind `{inst.kind}`")
 
     def card_simulator(self, name: str = "reader") -> Any:

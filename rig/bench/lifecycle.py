@@ -239,10 +239,7 @@ def bring_up(spec: BenchSpec, bench_file: str | Path, progress: Any = None) -> B
                 hold_pcscd(state.pcscd_lease, pid=state.processes[-1].pid)
                 state.endpoints[name] = {"reader": ends["reader"], "control": ends["control"]}
             elif inst.kind == "host":
-                argv = _python_module(
-                    "rig.bench.sim.echohost", "--listen", "127.0.0.1:0", "--framing", inst.framing
-                )
-                state.endpoints[name] = {"address": _start(state, name, argv)["listen"]}
+                state.endpoints[name] = _start_host(state, name, inst)
         for name, inst in spec.instruments.items():
             if isinstance(inst, FaultProxySpec):
                 note(f"starting {name}")
@@ -278,6 +275,31 @@ def bring_up(spec: BenchSpec, bench_file: str | Path, progress: Any = None) -> B
         tear_down(state)
         raise
     return state
+
+
+def _start_host(state: BenchState, name: str, inst: HostSpec) -> dict[str, Any]:
+    """The reference acquirer host on a fresh data folder with TEST keys."""
+    from rig.host.cli import init_data
+
+    data = Path(state.runtime_dir) / name
+    init_data(data, tuple(inst.terminals))
+    argv = _python_module(
+        "rig.host.cli",
+        "serve",
+        "--data",
+        str(data),
+        "--listen",
+        "127.0.0.1:0",
+        "--framing",
+        inst.framing,
+        "--control",
+        "127.0.0.1:0",
+        "--profiles",
+        str(Path(inst.profiles).resolve()),
+        "--json",
+    )
+    ends = _start(state, name, argv)
+    return {"address": ends["listen"], "control": ends["control"], "data": str(data)}
 
 
 def _upstream_address(spec: BenchSpec, state: BenchState, proxy: FaultProxySpec) -> str:

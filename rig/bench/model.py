@@ -103,12 +103,17 @@ class ReaderSpec(_Strict):
 
 
 class HostSpec(_Strict):
-    """The acquirer host the terminal talks to; simulated, a placeholder framed echo host."""
+    """The acquirer host the terminal talks to; simulated, the rig's reference host (`rig host`)."""
 
     kind: Literal["host"]
     address: str | None = Field(None, description="host:port")
     sim: bool = False
-    framing: Literal["len2"] = "len2"
+    framing: Literal["len2", "len2-tpdu", "ascii4", "bcd2", "len4"] = "len2"
+    profiles: str = Field("cardprofiles", description="simulation: card profiles the host issues")
+    terminals: list[str] = Field(
+        default_factory=lambda: ["TERM0001"],
+        description="simulation: terminal ids (DE41) given TEST PIN and MAC keys",
+    )
 
     @model_validator(mode="after")
     def _address_or_sim(self) -> HostSpec:
