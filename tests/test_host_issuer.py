@@ -247,12 +247,18 @@ def test_pin_aes_dukpt_format4_built_by_psec(issuer: Issuer) -> None:
     key = aes_working_key(BDK_AES, ksn, "pin")
     block = psec.pinblock.encipher_pinblock_iso_4(key, "1234", pan)
     assert pinblock.decrypt_pin(4, block, pan, key) == "1234"
-    req = _pin_request("unionpay-debit-pboc", block[:8], ksn + block[8:])
+    req = _pin_request("unionpay-debit-pboc", block, ksn)
+    assert len(bytes.fromhex(req["53"])) == 12, "DE53 carries the KSN only"
     d = issuer.decide(req)
     assert d.rc == "00" and "PIN ok (AES DUKPT)" in d.notes
+    raw = m.encode(req)
+    assert m.decode(raw)["52"] == block.hex().upper(), "the 16-byte block fits DE52 (LLVAR b..16)"
     wrong = psec.pinblock.encipher_pinblock_iso_4(key, "12345", pan)
-    assert issuer.decide(_pin_request("unionpay-debit-pboc", wrong[:8], ksn + wrong[8:])).rc == "55"
+    assert issuer.decide(_pin_request("unionpay-debit-pboc", wrong, ksn)).rc == "55"
+    # the old split (8 bytes in DE52, the rest after the KSN in DE53) is refused with RC 30
+    assert issuer.decide(_pin_request("unionpay-debit-pboc", block[:8], ksn + block[8:])).rc == "30"
     assert issuer.decide(_pin_request("unionpay-debit-pboc", block[:8], ksn)).rc == "30"
+    assert issuer.decide(_pin_request("mc-debit-cda", block)).rc == "30", "16 bytes need AES KSN"
 
 
 def test_pin_without_key_is_96(store: KeyStore) -> None:

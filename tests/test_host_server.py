@@ -7,6 +7,7 @@ TEST MATERIAL ONLY: the card profiles' test PANs and test keys.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import time
@@ -262,3 +263,29 @@ def test_control_force_pause_and_journal(host, profiles):
             ctl.force("5")
         with pytest.raises(ControlError, match="unknown command"):
             ctl.call("reboot")
+
+
+def test_duplicate_key_exchange_replays_the_original_tr31_block(host):
+    """The stored 0810 keeps DE48 K2 (a TR-31 block under the ZMK, never a clear key), so the
+    duplicate gets the same block and the terminal unwraps the key the host stored."""
+    from rig.crypto.keys import kcv
+    from rig.crypto.tr31 import unwrap
+    from rig.host.cli import host_test_key
+
+    stan = next_stan()
+    doc = messages.key_exchange(key_type="DATA", stan=stan, terminal_id="TERM0002")
+    with client(host) as c:
+        first = c.exchange(doc, 5)
+    with client(host) as c:
+        second = c.exchange(doc, 5)
+    assert first["39"] == "00" and second["39"] == "00"
+    sub1 = messages.private_decode(first["48"])
+    sub2 = messages.private_decode(second["48"])
+    assert sub2["K2"] == sub1["K2"] and sub2["K2"] != "[removed]"
+    _, key = unwrap(host_test_key("zmk"), sub2["K2"])
+    assert kcv(key).hex().upper() == sub1["K3"] == sub2["K3"]
+    rows = _journal_for(host, stan)
+    assert len(rows) == 1, "the duplicate key exchange is not journaled again"
+    stored = json.dumps(rows)
+    assert sub1["K2"] in stored, "the wrapped block is kept for replays"
+    assert key.hex().upper() not in stored.upper(), "the clear key never enters the journal"

@@ -49,7 +49,9 @@ def test_decode_errors_exit_2():
     res = runner.invoke(app, ["decode", "02zz"])
     assert res.exit_code == 2 and "not hex" in res.output
     res = runner.invoke(app, ["decode", m.encode(DOC)[:-1].hex()])
-    assert res.exit_code == 2 and "field 55" in res.output and "byte 92" in res.output
+    assert (
+        res.exit_code == 2 and "field 55" in res.output and "byte 93" in res.output
+    )  # DE52 LLVAR: +1 length byte
     res = runner.invoke(app, ["decode", "00", "--framing", "len3"])
     assert res.exit_code == 2 and "len2-tpdu" in res.output
     res = runner.invoke(app, ["decode", "0010aa", "--framing", "len2"])

@@ -137,7 +137,9 @@ def serve_cmd(
     max_frame: int = typer.Option(8192, "--max-frame", help="Longest accepted frame (bytes)."),
     idle_timeout: float = typer.Option(300.0, "--idle-timeout", help="Close idle links (s)."),
     echo_keepalive: bool = typer.Option(False, "--echo-keepalive", help="Answer keep-alives."),
-    group_window: float = typer.Option(0.002, "--group-window", help="Group commit window (s)."),
+    group_window: float = typer.Option(
+        0.0, "--group-window", help="Extra wait to grow a commit batch (s); 0: natural batching."
+    ),
     log_messages: bool = typer.Option(False, "--log-messages", help="Log masked messages."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -350,9 +352,17 @@ def load_cmd(
     malformed: int = typer.Option(0, "--malformed", min=0, help="Malformed frames to send too."),
     seed: int | None = typer.Option(None, "--seed", help="Fuzz seed (reproducible frames)."),
     record: Path | None = typer.Option(None, "--record", help="Write each exchange (JSONL)."),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Paced: total requests/s over all connections (default: closed loop)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Open N terminal connections, send chip authorisations; throughput and latency."""
+    """Open N terminal connections, send chip authorisations; throughput and latency.
+
+    Closed loop (default): each connection sends its next request as soon as the answer comes,
+    so latency there is connections / throughput. `--rate R`: requests leave on a fixed
+    schedule (R/s in total) and latency is measured from each request's scheduled time.
+    """
     from rig.host.loadgen import LoadConfig, LoadError, run_load
 
     host, sep, port = target.rpartition(":")
@@ -360,6 +370,8 @@ def load_cmd(
         raise _fail(f"target {target!r} is not HOST:PORT")
     if warmup >= duration:
         raise _fail("--warmup must be shorter than --duration")
+    if rate is not None and rate <= 0:
+        raise _fail("--rate must be > 0 requests/s (omit it for a closed loop)")
     cfg = LoadConfig(
         host,
         int(port),
@@ -374,6 +386,7 @@ def load_cmd(
         malformed=malformed,
         seed=seed,
         record=record is not None,
+        rate=rate,
     )
     try:
         result = asyncio.run(run_load(cfg))

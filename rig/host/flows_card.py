@@ -49,7 +49,7 @@ _CHIP_MODES = ("05", "07")
 # ---- card lookup -------------------------------------------------------------------------------
 
 
-def pan_from(req: Any) -> str | None:
+def pan_from(req: Any, txn: Txn | None = None) -> str | None:
     """PAN from DE2, else track 2 (DE35), else tag 5A of DE55."""
     pan = req.get("2")
     if pan:
@@ -59,7 +59,7 @@ def pan_from(req: Any) -> str | None:
         return track.partition("D")[0] or None
     if "55" in req:
         try:
-            tag = de55_decode(req["55"]).get(0x5A)
+            tag = (txn.icc() if txn is not None else icc_tags(req["55"])).get("5A")
         except Iso8583Error:
             return None
         if tag:
@@ -69,7 +69,7 @@ def pan_from(req: Any) -> str | None:
 
 def find_card(issuer: Issuer, txn: Txn) -> CardRef | None:
     """Look the card up by PAN; remembers it on the transaction (None when absent/unknown)."""
-    pan = pan_from(txn.request)
+    pan = pan_from(txn.request, txn)
     txn.pan = pan
     if pan is None:
         return None
@@ -166,6 +166,9 @@ def _pin_key_and_block(issuer: Issuer, txn: Txn) -> tuple[str, bytes, bytes] | s
     if len(block) not in (8, 16):
         raise ValueError(f"DE52 is {len(block)} bytes, not 8 (or 16 for format 4)")
     tid = req.get("41", "")
+    if len(block) != 8 and (len(req.get("53", "")) != 24):
+        txn.note("DE52 of 16 bytes is the AES format 4 block; it needs a 12-byte AES KSN in DE53")
+        return "30"
     if "53" not in req:
         key = issuer.key(f"tpk:{tid}")
         if key is None:
@@ -179,19 +182,17 @@ def _pin_key_and_block(issuer: Issuer, txn: Txn) -> tuple[str, bytes, bytes] | s
             txn.note("TDES DUKPT PIN but no bdk:tdes in the key store")
             return "96"
         return "tdes", tdes_working_keys(bdk, ksn)["pin"], block
-    if len(ksn) in (12, 20):
+    if len(ksn) == 12:
         bdk = issuer.key("bdk:aes")
         if bdk is None:
             txn.note("AES DUKPT PIN but no bdk:aes in the key store")
             return "96"
-        if len(block) == 8:
-            if len(ksn) != 20:
-                txn.note("AES PIN block: DE53 must be KSN(12) + second half of the block (8)")
-                return "30"
-            block, ksn = block + ksn[12:], ksn[:12]
+        if len(block) != 16 or len(ksn) != 12:
+            txn.note("AES DUKPT PIN: DE52 must be the 16-byte format 4 block, DE53 the 12-byte KSN")
+            return "30"
         key_type = {16: "AES128", 24: "AES192", 32: "AES256"}.get(len(bdk), "AES128")
         return "aes", aes_working_key(bdk, ksn, "pin", key_type), block
-    txn.note(f"DE53 of {len(ksn)} bytes is neither a TDES (10) nor an AES (12/20) KSN")
+    txn.note(f"DE53 of {len(ksn)} bytes is neither a TDES (10) nor an AES (12) KSN")
     return "30"
 
 
@@ -242,8 +243,9 @@ def issuer_default_pin() -> str:
 _tag_hex = lru_cache(maxsize=512)(tag_to_hex)
 
 
-def _tags(raw: dict[int, bytes]) -> dict[str, bytes]:
-    return {_tag_hex(t): v for t, v in raw.items()}
+def icc_tags(de55: str) -> dict[str, bytes]:
+    """DE55 as hex tag -> value (top level); Iso8583Error when it is not BER-TLV."""
+    return {_tag_hex(t): v for t, v in de55_decode(de55).items()}
 
 
 def check_cryptogram(issuer: Issuer, txn: Txn, ref: CardRef, tags: dict[str, bytes]) -> str | None:
@@ -329,7 +331,7 @@ def card_checks(issuer: Issuer, txn: Txn, ref: CardRef | None) -> str | None:
     tags: dict[str, bytes] = {}
     if "55" in txn.request:
         try:
-            tags = _tags(de55_decode(txn.request["55"]))
+            tags = txn.icc()
         except Iso8583Error as exc:
             txn.note(f"DE55: {exc}")
             return "30"

@@ -97,9 +97,17 @@ class Txn:
     original: Any = None
     reconciliation: Any = None
     host_totals: Totals | None = None
+    _icc: dict[str, bytes] | None = field(default=None, repr=False)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def icc(self) -> dict[str, bytes]:
+        """DE55 tags (hex tag -> value), decoded once per request; Iso8583Error when malformed."""
+        if self._icc is None:
+            raw = self.request.get("55")
+            self._icc = flows_card.icc_tags(raw) if raw else {}
+        return self._icc
 
 
 # ---- MAC (docs/host-rules.md) ---------------------------------------------------------------

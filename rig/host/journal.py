@@ -4,7 +4,8 @@
 together share one transaction, made by a single writer thread, so durability costs one fsync
 per batch rather than per message. Entries appended but not yet committed stay in an in-memory
 index, so duplicate and reversal look-ups see them too. Only masked data enters: every request
-and response passes through `messages.mask` and the evidence redactor on the way in.
+and response is masked once on the way in (`rig.host.journal_mask`); the writer thread and its
+SQL live in `rig.host.journal_writer`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
-import queue
 import sqlite3
 import threading
 import time
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from rig.evidence.redact import redact_text, redact_value
+from rig.host.journal_mask import dumps, mask_document
+from rig.host.journal_writer import SCHEMA, GroupCommitWriter, Op, connect
 from rig.iso8583.messages import Totals, mask, mask_pan
 
 __all__ = [
@@ -137,66 +139,25 @@ class JournalEntry:
 
 
 _COLUMNS = [f.name for f in fields(JournalEntry)]
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY,
-    received_at REAL NOT NULL,
-    terminal_id TEXT NOT NULL,
-    stan TEXT NOT NULL,
-    transmission TEXT NOT NULL,
-    mti TEXT NOT NULL,
-    mti_class TEXT NOT NULL,
-    processing_code TEXT,
-    amount INTEGER,
-    currency TEXT,
-    rc TEXT NOT NULL,
-    auth_id TEXT,
-    rrn TEXT,
-    batch TEXT,
-    pan_masked TEXT,
-    kind TEXT NOT NULL,
-    original_id INTEGER,
-    reversed INTEGER NOT NULL DEFAULT 0,
-    reversed_by INTEGER,
-    request TEXT NOT NULL,
-    response TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entries_key ON entries (terminal_id, stan, transmission, mti_class);
-CREATE INDEX IF NOT EXISTS entries_batch ON entries (terminal_id, batch);
-"""
-_INSERT = (
-    "INSERT INTO entries (id, received_at, terminal_id, stan, transmission, mti, mti_class, "
-    "processing_code, amount, currency, rc, auth_id, rrn, batch, pan_masked, kind, "
-    "original_id, reversed, reversed_by, request, response) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM entries"
-_STOP = object()
-
-
-@dataclass
-class _Op:
-    entry: JournalEntry
-    row: tuple[Any, ...]
-    future: asyncio.Future[int] | concurrent.futures.Future[int]
-    loop: asyncio.AbstractEventLoop | None
-    reverses: int | None = None
-    error: str | None = None
+_KEY_SQL = (
+    "SELECT id FROM entries WHERE terminal_id = ? AND stan = ? AND transmission = ? "
+    "AND mti_class = ? ORDER BY id LIMIT 1"
+)
 
 
 def _json(doc: Any, what: str) -> str:
     try:
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return dumps(doc)
     except (TypeError, ValueError) as e:
         raise JournalError(f"{what} is not JSON-serialisable ({e}); pass decoded strings") from None
 
 
-def _sanitise_doc(doc: Any) -> dict[str, Any]:
-    if not isinstance(doc, Mapping):
-        raise JournalError("request/response must be a dict (a decoded ISO 8583 document)")
-    if all(isinstance(v, str) for v in doc.values()):
-        doc = mask(doc)
-    return redact_value(dict(doc))
+def _sanitise_doc(doc: Any, *, response: bool = False) -> dict[str, Any]:
+    try:
+        return mask_document(doc, response=response)
+    except TypeError as e:
+        raise JournalError(str(e)) from None
 
 
 def _row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
@@ -227,12 +188,11 @@ class Journal:
         }
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._inflight: dict[tuple[str, str, str, str], JournalEntry] = {}
-        self._pending: dict[int, _Op] = {}
+        self._pending: dict[int, Op] = {}
         self._reversing: dict[int, int] = {}
         self._reader: sqlite3.Connection | None = None
-        self._writer: threading.Thread | None = None
+        self._writer: GroupCommitWriter | None = None
         self._next_id = 1
 
     @classmethod
@@ -242,24 +202,17 @@ class Journal:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        return conn
-
     def open(self) -> Journal:
         """Create or open the database and start the writer thread."""
         if self._reader is not None:
             return self
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connect()
+            conn = connect(self.path)
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode != "wal":
                 raise JournalError(f"journal {self.path}: WAL mode unavailable (got {mode})")
-            conn.executescript(_SCHEMA)
+            conn.executescript(SCHEMA)
             self._next_id = (conn.execute("SELECT MAX(id) FROM entries").fetchone()[0] or 0) + 1
         except sqlite3.Error as e:
             raise JournalError(
@@ -267,21 +220,22 @@ class Journal:
                 "permissions or move the damaged file aside"
             ) from None
         self._reader = conn
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._writer = threading.Thread(
-            target=self._run, args=(ready,), name="journal-writer", daemon=True
+        self._writer = GroupCommitWriter(
+            self.path,
+            self._settle,
+            self.stats,
+            group_window=self.group_window,
+            max_batch=self.max_batch,
         )
         self._writer.start()
-        ready.result()
         return self
 
     def close(self) -> None:
         """Commit everything queued, stop the writer thread and close the database."""
         if self._reader is None:
             return
-        self._queue.put(_STOP)
         if self._writer is not None:
-            self._writer.join()
+            self._writer.stop()
         self._writer = None
         self._reader.close()
         self._reader = None
@@ -305,7 +259,7 @@ class Journal:
             entry,
             pan_masked=redact_text(pan) if pan else pan,
             request=_sanitise_doc(entry.request),
-            response=_sanitise_doc(entry.response),
+            response=_sanitise_doc(entry.response, response=True),
         )
         return entry, _json(entry.request, "request"), _json(entry.response, "response")
 
@@ -327,30 +281,38 @@ class Journal:
         *,
         unique: bool,
         reverses: int | None = None,
-    ) -> _Op:
+        checked: bool = False,
+    ) -> Op:
         self._require_open()
         entry, req_json, resp_json = self._prepare(entry)
         fut: Any = loop.create_future() if loop is not None else concurrent.futures.Future()
         with self._lock:
             if unique:
-                dup = self._find_duplicate_locked(entry.key)
+                dup = self._find_duplicate_locked(entry.key, inflight_only=checked)
                 if dup is not None:
                     raise DuplicateError(dup)
             entry.id = self._next_id
             self._next_id += 1
-            op = _Op(entry, self._row(entry, req_json, resp_json), fut, loop, reverses)
+            op = Op(entry, self._row(entry, req_json, resp_json), fut, loop, reverses)
             if unique:
                 self._inflight[entry.key] = entry
             self._pending[entry.id] = op
             if reverses is not None:
                 self._reversing[reverses] = entry.id
             self.stats["appends"] += 1
-        self._queue.put(op)
+        assert self._writer is not None
+        self._writer.put(op)
         return op
 
-    async def append(self, entry: JournalEntry, *, unique: bool = True) -> int:
-        """Journal `entry`; returns its id once committed. DuplicateError when already there."""
-        op = self._submit(entry, asyncio.get_running_loop(), unique=unique)
+    async def append(
+        self, entry: JournalEntry, *, unique: bool = True, checked: bool = False
+    ) -> int:
+        """Journal `entry`; returns its id once committed. DuplicateError when already there.
+
+        `checked=True`: the caller ran `find_duplicate` for this key on this event loop with
+        no await since, so only entries in flight are checked again (saves a database query).
+        """
+        op = self._submit(entry, asyncio.get_running_loop(), unique=unique, checked=checked)
         return await op.future  # type: ignore[misc]
 
     def append_sync(self, entry: JournalEntry, *, unique: bool = True) -> int:
@@ -406,88 +368,9 @@ class Journal:
             with contextlib.suppress(JournalError):
                 await self.wait_committed(entry_id)
 
-    # ---- writer thread --------------------------------------------------------------------
+    # ---- after a commit (event loop thread) ---------------------------------------------
 
-    def _collect(self) -> list[Any]:
-        batch = [self._queue.get()]
-        if batch[0] is _STOP:
-            return batch
-        deadline = time.monotonic() + self.group_window
-        while len(batch) < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            batch.append(item)
-            if item is _STOP:
-                break
-        return batch
-
-    def _run(self, ready: concurrent.futures.Future[None]) -> None:
-        try:
-            conn = self._connect()
-        except sqlite3.Error as e:
-            ready.set_exception(JournalError(f"journal writer cannot open {self.path}: {e}"))
-            return
-        ready.set_result(None)
-        stop = False
-        while not stop:
-            batch = self._collect()
-            if batch[-1] is _STOP:
-                stop = True
-                batch.pop()
-            if batch:
-                self._commit(conn, batch)
-        conn.close()
-
-    def _write(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for op in ops:
-                conn.execute(_INSERT, op.row)
-                if op.reverses is not None:
-                    conn.execute(
-                        "UPDATE entries SET reversed = 1, reversed_by = ? WHERE id = ?",
-                        (op.entry.id, op.reverses),
-                    )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def _commit(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
-        try:
-            self._write(conn, ops)
-            self.stats["commits"] += 1
-        except sqlite3.Error:
-            for op in ops:  # one bad row must not fail its neighbours
-                try:
-                    self._write(conn, [op])
-                    self.stats["commits"] += 1
-                except sqlite3.Error as e:
-                    op.error = f"journal commit failed for entry {op.entry.id}: {e}"
-                    self.stats["failed"] += 1
-        self.stats["rows"] += sum(op.error is None for op in ops)
-        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(ops))
-        by_loop: dict[asyncio.AbstractEventLoop | None, list[_Op]] = {}
-        for op in ops:
-            by_loop.setdefault(op.loop, []).append(op)
-        for loop, group in by_loop.items():
-            if loop is None:
-                self._settle(group)
-                continue
-            try:
-                loop.call_soon_threadsafe(self._settle, group)
-            except RuntimeError:  # the appender's loop is gone; nobody waits for these
-                self._settle(group, notify=False)
-
-    def _settle(self, ops: Iterable[_Op], notify: bool = True) -> None:
+    def _settle(self, ops: Iterable[Op], notify: bool = True) -> None:
         with self._lock:
             for op in ops:
                 entry = op.entry
@@ -523,15 +406,18 @@ class Journal:
             return replace(entry, reversed=True, reversed_by=rev)
         return replace(entry)
 
-    def _find_duplicate_locked(self, key: tuple[str, str, str, str]) -> JournalEntry | None:
+    def _find_duplicate_locked(
+        self, key: tuple[str, str, str, str], *, inflight_only: bool = False
+    ) -> JournalEntry | None:
         hit = self._inflight.get(key)
         if hit is not None:
             return self._with_reversal(hit)
-        rows = self._query(
-            _SELECT + " WHERE terminal_id = ? AND stan = ? AND transmission = ? AND mti_class = ?"
-            " ORDER BY id LIMIT 1",
-            key,
-        )
+        if inflight_only:
+            return None
+        rows = self._query(_KEY_SQL, key)
+        if not rows:
+            return None
+        rows = self._query(_SELECT + " WHERE id = ?", (rows[0][0],))
         return self._with_reversal(_row_entry(rows[0])) if rows else None
 
     def find_duplicate(

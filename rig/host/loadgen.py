@@ -130,6 +130,8 @@ class LoadConfig:
     fuzz_connections: int = 2
     seed: int | None = None
     record: bool = False
+    rate: float | None = None
+    """Total requests/s over all connections (paced); None: closed loop, as fast as answered."""
 
 
 @dataclass
@@ -138,7 +140,9 @@ class LoadResult:
 
     connections: int
     duration_s: float
+    rate: float | None = None
     requests: int = 0
+    late_sends: int = 0
     responses: int = 0
     latencies: list[float] = field(default_factory=list, repr=False)
     rc: Counter[str] = field(default_factory=Counter)
@@ -153,6 +157,9 @@ class LoadResult:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 3) if lat else None
 
         return {
+            "mode": "paced" if self.rate else "closed-loop",
+            "target_rate_per_s": self.rate,
+            "late_sends": self.late_sends,
             "connections": self.connections,
             "duration_s": round(self.duration_s, 3),
             "requests": self.requests,
@@ -180,64 +187,191 @@ async def _open(cfg: LoadConfig) -> tuple[asyncio.StreamReader, asyncio.StreamWr
     )
 
 
-class _Terminal:
-    """One load connection: prebuilt request template, STAN counter, round-trip timing."""
+class _Terminal(asyncio.Protocol):
+    """One load connection as a Protocol: prebuilt frame with the STAN patched in, one request
+    outstanding, sent back-to-back (closed loop) or on a fixed schedule (paced)."""
 
-    def __init__(self, cfg: LoadConfig, profile: Any, tid: str, now: datetime) -> None:
+    def __init__(self, cfg: LoadConfig, profile: Any, tid: str, now: datetime, phase: float):
         self.cfg = cfg
         self.tid = tid
         self.doc = chip_authorization(profile, stan=1, terminal_id=tid, amount=cfg.amount, now=now)
         self.framing = get_framing(cfg.framing)
         self.tpdu = Tpdu(1, 0) if cfg.framing == "len2-tpdu" else None
+        self.template, self.stan_at, self.stan_bcd = _stan_template(self.doc)
+        self.interval = cfg.connections / cfg.rate if cfg.rate else 0.0
+        self.phase = phase
+        self.stan = 0
+        self.res: LoadResult
+        self.transport: asyncio.Transport | None = None
+        self.reader = self.framing.reader()
+        self.sent_raw = b""
+        self.sent_at = 0.0
+        self.due = 0.0
+        self.outstanding = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.lost: asyncio.Future[None] | None = None
+
+    def payload(self, stan: int) -> bytes:
+        digits = f"{stan % 1_000_000:06d}"
+        value = bytes.fromhex(digits) if self.stan_bcd else digits.encode()
+        at = self.stan_at
+        return self.template[:at] + value + self.template[at + len(value) :]
+
+    # ---- protocol ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.outstanding:
+            self.res.errors["connection: closed with a request outstanding"] += 1
+            self.outstanding = False
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except FramingError:
+            self.res.errors["connection: FramingError"] += 1
+            self._close()
+            return
+        for frame in frames:
+            self._response(frame.payload)
+
+    # ---- requests ----
+
+    def _next(self) -> None:
+        if self.transport is None:
+            return
+        now = time.perf_counter()
+        if not self.interval:
+            self._send(now, now)
+            return
+        if not self.due:
+            self.due = self.start + self.phase
+        else:
+            self.due += self.interval
+            if self.due < now:
+                self.res.late_sends += 1
+        if self.due >= self.end:
+            self._close()
+            return
+        delay = self.due - now
+        if delay > 0:
+            self.timer = self.loop.call_later(delay, self._send_due)
+        else:
+            self._send(now, self.due)
+
+    def _send_due(self) -> None:
+        self.timer = None
+        self._send(time.perf_counter(), self.due)
+
+    def _send(self, now: float, due: float) -> None:
+        if self.transport is None:
+            return
+        if now >= self.end:
+            self._close()
+            return
+        self.stan += 1
+        raw = self.sent_raw = self.payload(self.stan)
+        self.sent_at = due
+        self.outstanding = True
+        self.transport.write(self.framing.frame(raw, self.tpdu))
+        self.res.requests += 1
+
+    def _response(self, payload: bytes) -> None:
+        t1 = time.perf_counter()
+        if not self.outstanding:
+            self.res.errors["unsolicited response"] += 1
+            return
+        self.outstanding = False
+        self.res.responses += 1
+        res = self.res
+        if payload == self.sent_raw:
+            rc, resp = "echo", None
+        else:
+            try:
+                resp = messages.decode(payload)
+            except Iso8583Error:
+                res.errors["bad response"] += 1
+                self._next()
+                return
+            rc = resp.get("39", "echo")
+        res.rc[rc] += 1
+        if self.sent_at >= self.counted_from:
+            res.latencies.append(t1 - self.sent_at)
+        if self.cfg.record:
+            resp = resp or {}
+            res.records.append(
+                {
+                    "request": self.sent_raw.hex(),
+                    "rc": rc,
+                    "auth_id": resp.get("38"),
+                    "rrn": resp.get("37"),
+                    "stan": f"{self.stan % 1_000_000:06d}",
+                    "tid": self.tid,
+                }
+            )
+        self._next()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def check_timeout(self, now: float) -> None:
+        if self.outstanding and now - self.sent_at > self.cfg.timeout:
+            self.res.errors["timeout"] += 1
+            self.outstanding = False
+            self._close()
 
     async def run(self, res: LoadResult, start: float, end: float) -> None:
-        stan = 0
-        counted_from = start + self.cfg.warmup
+        self.res, self.start, self.end = res, start, end
+        self.counted_from = start + self.cfg.warmup
+        self.loop = asyncio.get_running_loop()
+        ctx = None
+        if self.cfg.cafile is not None:
+            from rig.host.tls import client_context
+
+            ctx = client_context(self.cfg.cafile)
         while time.perf_counter() < end:
+            self.lost = self.loop.create_future()
+            self.reader = self.framing.reader()
             try:
-                reader, writer = await _open(self.cfg)
+                await self.loop.create_connection(
+                    lambda: self,
+                    self.cfg.host,
+                    self.cfg.port,
+                    ssl=ctx,
+                    server_hostname=self.cfg.host if ctx else None,
+                )
             except OSError as e:
                 res.errors[f"connect: {e.__class__.__name__}"] += 1
                 await asyncio.sleep(0.05)
                 continue
             try:
-                while (t0 := time.perf_counter()) < end:
-                    stan += 1
-                    self.doc["11"] = f"{stan % 1_000_000:06d}"
-                    raw = messages.encode(self.doc)
-                    writer.write(self.framing.frame(raw, self.tpdu))
-                    res.requests += 1
-                    async with asyncio.timeout(self.cfg.timeout):
-                        frame = await read_framed(reader, self.framing)
-                    t1 = time.perf_counter()
-                    resp = messages.decode(frame.payload)
-                    res.responses += 1
-                    rc = resp.get("39", "echo")
-                    res.rc[rc] += 1
-                    if t0 >= counted_from:
-                        res.latencies.append(t1 - t0)
-                    if self.cfg.record:
-                        res.records.append(
-                            {
-                                "request": raw.hex(),
-                                "rc": rc,
-                                "auth_id": resp.get("38"),
-                                "rrn": resp.get("37"),
-                                "stan": self.doc["11"],
-                                "tid": self.tid,
-                            }
-                        )
+                await asyncio.wait_for(
+                    asyncio.shield(self.lost), max(0.0, end - time.perf_counter()) + 1
+                )
             except TimeoutError:
-                res.errors["timeout"] += 1
-            except (OSError, FramingError, asyncio.IncompleteReadError) as e:
-                res.errors[f"connection: {e.__class__.__name__}"] += 1
+                self._close()
+                await self.lost
+            if time.perf_counter() < end:
                 await asyncio.sleep(0.05)
-            except Iso8583Error:
-                res.errors["bad response"] += 1
-            finally:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+
+
+def _stan_template(doc: dict[str, str]) -> tuple[bytes, int, bool]:
+    """(encoded request, offset of DE11, DE11 is BCD): requests are this with the STAN patched."""
+    one = messages.encode({**doc, "11": "000000"})
+    two = messages.encode({**doc, "11": "123456"})
+    at = next(i for i, (a, b) in enumerate(zip(one, two, strict=True)) if a != b)
+    bcd = two[at : at + 3] == b"\x12\x34\x56"
+    return one, at, bcd
 
 
 def malformed_frames(rng: random.Random, template: bytes) -> bytes:
@@ -317,11 +451,15 @@ async def run_load(cfg: LoadConfig) -> LoadResult:
         raise LoadError(str(e)) from None
     now = datetime.now(UTC)
     tag = "".join(random.choices(string.ascii_uppercase, k=2))
-    terms = [_Terminal(cfg, profile, f"L{tag}{i:05d}", now) for i in range(cfg.connections)]
-    res = LoadResult(cfg.connections, max(0.0, cfg.duration - cfg.warmup))
-    start = time.perf_counter()
+    if cfg.rate is not None and cfg.rate <= 0:
+        raise LoadError("rate must be > 0 requests/s (or None for closed loop)")
+    n = cfg.connections
+    spread = n / cfg.rate if cfg.rate else 0.0
+    terms = [_Terminal(cfg, profile, f"L{tag}{i:05d}", now, spread * i / n) for i in range(n)]
+    res = LoadResult(n, max(0.0, cfg.duration - cfg.warmup), rate=cfg.rate)
+    start = time.perf_counter() + 0.05
     end = start + cfg.duration
-    jobs = [t.run(res, start, end) for t in terms]
+    jobs: list[Any] = [t.run(res, start, end) for t in terms]
     if cfg.malformed:
         seed = cfg.seed if cfg.seed is not None else secrets.randbits(32)
         template = messages.encode(terms[0].doc)
@@ -330,9 +468,22 @@ async def run_load(cfg: LoadConfig) -> LoadResult:
             _fuzzer(cfg, res, cfg.malformed // n + (i < cfg.malformed % n), template, seed + i)
             for i in range(n)
         ]
-    await asyncio.gather(*jobs)
+    sweeper = asyncio.get_running_loop().create_task(_sweep(terms, end))
+    try:
+        await asyncio.gather(*jobs)
+    finally:
+        sweeper.cancel()
     res.duration_s = max(1e-9, min(time.perf_counter(), end) - start - cfg.warmup)
     return res
+
+
+async def _sweep(terms: list[_Terminal], end: float) -> None:
+    """Request time-outs for every load connection, checked four times a second."""
+    while time.perf_counter() < end + 1:
+        await asyncio.sleep(0.25)
+        now = time.perf_counter()
+        for t in terms:
+            t.check_timeout(now)
 
 
 class TerminalClient:

@@ -6,7 +6,7 @@ Runtime overrides (`force_next`, `pause`) sit on top for the control API.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,39 +80,69 @@ class Rule:
     amount_max: int | None = None
     amount_ends_with: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_checks", _compile(self))
+
     def matches(self, doc: Mapping[str, str], profile_id: str | None) -> bool:
         """True when every criterion the rule sets holds for the request."""
-        if self.mti is not None and doc.get("t") not in self.mti:
-            return False
-        if self.profile is not None and profile_id not in self.profile:
-            return False
-        if self.terminal_id is not None and doc.get("41", "").strip() not in self.terminal_id:
-            return False
-        if self.pan_prefix is not None:
-            pan = _pan_of(doc)
-            if not pan or not pan.startswith(self.pan_prefix):
-                return False
-        if self.processing_code is not None:
-            code = doc.get("3", "")
-            if not code or not code.startswith(self.processing_code):
-                return False
-        return self._amount_ok(doc)
+        return self.check(doc, profile_id, _amount_of(doc))
 
-    def _amount_ok(self, doc: Mapping[str, str]) -> bool:
-        limits = (self.amount, self.amount_min, self.amount_max, self.amount_ends_with)
-        if all(x is None for x in limits):
-            return True
-        text = doc.get("4", "")
-        if not text.isdigit():
-            return False
-        value = int(text)
-        if self.amount is not None and value != self.amount:
-            return False
-        if self.amount_min is not None and value < self.amount_min:
-            return False
-        if self.amount_max is not None and value > self.amount_max:
-            return False
-        return self.amount_ends_with is None or str(value).zfill(12).endswith(self.amount_ends_with)
+    def check(
+        self, doc: Mapping[str, str], profile_id: str | None, amount: tuple[int, str] | None
+    ) -> bool:
+        """`matches` with the request's amount already parsed (`_amount_of`)."""
+        checks = self._checks  # type: ignore[attr-defined]
+        return all(test(doc, profile_id, amount) for test in checks)
+
+
+_Check = Callable[[Mapping[str, str], "str | None", "tuple[int, str] | None"], bool]
+
+
+def _amount_of(doc: Mapping[str, str]) -> tuple[int, str] | None:
+    """(value, 12-digit text) of DE4, None when absent or not digits."""
+    text = doc.get("4", "")
+    if not text.isdigit():
+        return None
+    value = int(text)
+    return value, str(value).zfill(12)
+
+
+def _compile(rule: Rule) -> tuple[_Check, ...]:
+    """The rule's criteria as predicates, cheapest first; absent criteria cost nothing."""
+    checks: list[_Check] = []
+    if rule.mti is not None:
+        mtis = frozenset(rule.mti)
+        checks.append(lambda d, p, a: d.get("t") in mtis)
+    if rule.profile is not None:
+        profiles = frozenset(rule.profile)
+        checks.append(lambda d, p, a: p in profiles)
+    if rule.terminal_id is not None:
+        tids = frozenset(rule.terminal_id)
+        checks.append(lambda d, p, a: d.get("41", "").strip() in tids)
+    if rule.pan_prefix is not None:
+        prefixes = rule.pan_prefix
+
+        def pan_ok(d: Mapping[str, str], p: str | None, a: tuple[int, str] | None) -> bool:
+            pan = _pan_of(d)
+            return bool(pan) and pan.startswith(prefixes)
+
+        checks.append(pan_ok)
+    if rule.processing_code is not None:
+        codes = rule.processing_code
+        checks.append(lambda d, p, a: d.get("3", "").startswith(codes) and bool(d.get("3")))
+    limits = (rule.amount, rule.amount_min, rule.amount_max, rule.amount_ends_with)
+    if any(x is not None for x in limits):
+        exact, lo, hi, ends = limits
+        checks.append(lambda d, p, a: a is not None)
+        if exact is not None:
+            checks.append(lambda d, p, a: a[0] == exact)  # type: ignore[index]
+        if lo is not None:
+            checks.append(lambda d, p, a: a[0] >= lo)  # type: ignore[index]
+        if hi is not None:
+            checks.append(lambda d, p, a: a[0] <= hi)  # type: ignore[index]
+        if ends is not None:
+            checks.append(lambda d, p, a: a[1].endswith(ends))  # type: ignore[index]
+    return tuple(checks)
 
 
 def _pan_of(doc: Mapping[str, str]) -> str:
@@ -267,6 +297,8 @@ class RuleSet:
         self.source = source
         self._forced: list[tuple[Action, str | None]] = []
         self.paused = False
+        self._index: dict[str, list[Rule]] = {}
+        self._stamp: tuple[int, int] | None = None
 
     @classmethod
     def from_text(cls, text: str, source: str = "<text>") -> RuleSet:
@@ -297,14 +329,29 @@ class RuleSet:
 
     def match(self, doc: Mapping[str, str], profile_id: str | None) -> Action | None:
         """The forced action if one is pending, else the first matching rule's action."""
-        for i, (action, mti) in enumerate(self._forced):
+        for i, (action, mti) in enumerate(self._forced or ()):
             if mti is None or doc.get("t") == mti:
                 del self._forced[i]
                 return action
-        for rule in self.rules:
-            if rule.matches(doc, profile_id):
+        rules = self._for_mti(doc.get("t", ""))
+        if not rules:
+            return None
+        amount = _amount_of(doc)
+        for rule in rules:
+            if rule.check(doc, profile_id, amount):
                 return rule.action
         return None
+
+    def _for_mti(self, mti: str) -> list[Rule]:
+        """Rules that can match this MTI, in file order (index rebuilt when `rules` changes)."""
+        stamp = (id(self.rules), len(self.rules))
+        if self._stamp != stamp:
+            self._index.clear()
+            self._stamp = stamp
+        found = self._index.get(mti)
+        if found is None:
+            found = self._index[mti] = [r for r in self.rules if r.mti is None or mti in r.mti]
+        return found
 
     def force_next(self, action: Action, count: int = 1, *, mti: str | None = None) -> None:
         """Answer the next `count` requests (of MTI `mti` when given) with `action`."""

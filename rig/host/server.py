@@ -95,7 +95,7 @@ class HostConfig:
     rules: Path | None = None
     control: tuple[str, int] | None = ("127.0.0.1", 0)
     master_key_file: Path | None = None
-    group_window: float = 0.002
+    group_window: float = 0.0
     log_messages: bool = False
 
 
@@ -361,7 +361,7 @@ class HostServer:
         if original is not None and rc == "00":
             await journal.mark_reversed(original.id, entry)
         else:
-            await journal.append(entry)
+            await journal.append(entry, checked=True)
         self.rc_counts[rc] += 1
         action = decision.action
         if action is not None and await self._act(conn, frame, resp, action):

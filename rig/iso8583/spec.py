@@ -97,7 +97,7 @@ SPEC: dict[str, FieldSpec] = {
     "45": _text(76, "Track 1 Data", var=1),
     "48": _text(999, "Additional Data - Private (QR, key exchange subfields)", var=2),
     "49": _n(3, "Currency Code, Transaction"),
-    "52": _b(8, "PIN Block"),
+    "52": _b(16, "PIN Block (8 bytes ISO 0-3, 16 bytes ISO 4 / AES)", var=1),
     "53": _b(48, "Security Related Control Information (DUKPT KSN)", var=1),
     "54": _text(120, "Additional Amounts", var=2, kind="an"),
     "55": _b(999, "ICC Data (BER-TLV)", var=2),

@@ -1,0 +1,201 @@
+"""The journal's writer thread: group commit of queued rows into SQLite (WAL, synchronous=FULL).
+
+Appends are queued as `Op`s; one thread takes whatever is queued (waiting at most
+`group_window` for more, up to `max_batch`) and commits it in one transaction, so a batch costs
+one fsync. A batch that fails is retried row by row so one bad row never fails its neighbours.
+Each op's future is settled on the appender's event loop (`call_soon_threadsafe`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["INSERT", "SCHEMA", "STOP", "GroupCommitWriter", "Op"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    terminal_id TEXT NOT NULL,
+    stan TEXT NOT NULL,
+    transmission TEXT NOT NULL,
+    mti TEXT NOT NULL,
+    mti_class TEXT NOT NULL,
+    processing_code TEXT,
+    amount INTEGER,
+    currency TEXT,
+    rc TEXT NOT NULL,
+    auth_id TEXT,
+    rrn TEXT,
+    batch TEXT,
+    pan_masked TEXT,
+    kind TEXT NOT NULL,
+    original_id INTEGER,
+    reversed INTEGER NOT NULL DEFAULT 0,
+    reversed_by INTEGER,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_key ON entries (terminal_id, stan, transmission, mti_class);
+CREATE INDEX IF NOT EXISTS entries_batch ON entries (terminal_id, batch);
+"""
+INSERT = (
+    "INSERT INTO entries (id, received_at, terminal_id, stan, transmission, mti, mti_class, "
+    "processing_code, amount, currency, rc, auth_id, rrn, batch, pan_masked, kind, "
+    "original_id, reversed, reversed_by, request, response) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_REVERSE = "UPDATE entries SET reversed = 1, reversed_by = ? WHERE id = ?"
+STOP = object()
+"""Queue sentinel: commit what is queued, then end the thread."""
+
+
+@dataclass
+class Op:
+    """One queued append: the entry, its row, the future to settle and where."""
+
+    entry: Any
+    row: tuple[Any, ...]
+    future: asyncio.Future[int] | concurrent.futures.Future[int]
+    loop: asyncio.AbstractEventLoop | None
+    reverses: int | None = None
+    error: str | None = None
+
+
+def connect(path: Any) -> sqlite3.Connection:
+    """A journal connection: autocommit mode (explicit BEGIN), WAL, synchronous=FULL."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class GroupCommitWriter:
+    """The writer thread; `settle(ops, notify)` is the journal's bookkeeping after a commit."""
+
+    def __init__(
+        self,
+        path: Any,
+        settle: Callable[[Iterable[Op], bool], None],
+        stats: dict[str, int],
+        *,
+        group_window: float,
+        max_batch: int,
+    ) -> None:
+        self.path = path
+        self.settle = settle
+        self.stats = stats
+        self.group_window = group_window
+        self.max_batch = max_batch
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread; raises (the journal's error) when it cannot open the database."""
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="journal-writer", daemon=True
+        )
+        self._thread.start()
+        ready.result()
+
+    def stop(self) -> None:
+        """Commit everything queued, then end the thread."""
+        self.queue.put(STOP)
+        if self._thread is not None:
+            self._thread.join()
+        self._thread = None
+
+    def put(self, op: Op) -> None:
+        self.queue.put(op)
+
+    def _collect(self) -> list[Any]:
+        batch = [self.queue.get()]
+        if batch[0] is STOP:
+            return batch
+        deadline = time.monotonic() + self.group_window
+        while len(batch) < self.max_batch:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self.queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            batch.append(item)
+            if item is STOP:
+                break
+        return batch
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        from rig.host.journal import JournalError
+
+        try:
+            conn = connect(self.path)
+        except sqlite3.Error as e:
+            ready.set_exception(JournalError(f"journal writer cannot open {self.path}: {e}"))
+            return
+        ready.set_result(None)
+        stop = False
+        while not stop:
+            batch = self._collect()
+            if batch[-1] is STOP:
+                stop = True
+                batch.pop()
+            if batch:
+                self._commit(conn, batch)
+        conn.close()
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, ops: list[Op]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if all(op.reverses is None for op in ops):
+                conn.executemany(INSERT, [op.row for op in ops])
+            else:
+                for op in ops:
+                    conn.execute(INSERT, op.row)
+                    if op.reverses is not None:
+                        conn.execute(_REVERSE, (op.entry.id, op.reverses))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _commit(self, conn: sqlite3.Connection, ops: list[Op]) -> None:
+        try:
+            self._write(conn, ops)
+            self.stats["commits"] += 1
+        except sqlite3.Error:
+            for op in ops:
+                try:
+                    self._write(conn, [op])
+                    self.stats["commits"] += 1
+                except sqlite3.Error as e:
+                    op.error = f"journal commit failed for entry {op.entry.id}: {e}"
+                    self.stats["failed"] += 1
+        self.stats["rows"] += sum(op.error is None for op in ops)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(ops))
+        by_loop: dict[asyncio.AbstractEventLoop | None, list[Op]] = {}
+        for op in ops:
+            by_loop.setdefault(op.loop, []).append(op)
+        for loop, group in by_loop.items():
+            if loop is None:
+                self.settle(group, True)
+                continue
+            try:
+                loop.call_soon_threadsafe(self.settle, group, True)
+            except RuntimeError:  # the appender's loop is gone; nobody waits for these
+                self.settle(group, False)
