@@ -1,4 +1,4 @@
-"""Control client for the card simulator's control port: insert, remove, mute, status.
+"""Control client for the card simulator's control port: insert, remove, mute, faults, swap.
 
 The simulator (`python -m rig.bench.sim.cardsim`) answers JSON lines over TCP; on a lab bench
 the same calls drive a robotic card inserter's driver. Every request and reply is recorded.
@@ -106,8 +106,26 @@ class CardSimulatorControl:
         return self.request("mute", **params)
 
     def status(self) -> dict[str, Any]:
-        """present, powered, muted, held, apdus, reader, vpcd, app."""
+        """present, powered, muted, held, apdus, reader, vpcd, app, profile, faults, injected."""
         return self.request("status")
+
+    def fault(self, kind: str, **params: Any) -> dict[str, Any]:
+        """Arm a run-time fault: mute (timeout), delay (ms, ins, once), sw (ins, sw, once),
+        corrupt_cryptogram (once), remove_at (n). See `rig.card.faults`."""
+        return self.request("fault", kind=kind, **params)
+
+    def clear_faults(self) -> dict[str, Any]:
+        """Disarm every fault and unmute the card."""
+        return self.request("clear_faults")
+
+    def swap(
+        self, profile: str, *, insert: bool = True, interface: str | None = None
+    ) -> dict[str, Any]:
+        """Pull the card and put the card of another profile (a file path) in the reader."""
+        params: dict[str, Any] = {"profile": str(profile), "insert": insert}
+        if interface is not None:
+            params["interface"] = interface
+        return self.request("swap", **params)
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
