@@ -36,6 +36,11 @@ _SERVICE_GONE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
 _NOT_TRANSACTED = {scard.SCARD_E_NOT_TRANSACTED, scard.SCARD_F_COMM_ERROR}
 
 
+PIN_INS = frozenset({0x20, 0x21, 0x24, 0x2C})
+"""VERIFY, VERIFY (odd), CHANGE REFERENCE DATA, RESET RETRY COUNTER: their data is a PIN block,
+so the transcript keeps only the length of the command."""
+
+
 class PcscError(Exception):
     """Any PC/SC failure; `reader` names the reader, `code` is the PC/SC result when one exists."""
 
@@ -377,7 +382,7 @@ class PcscReader:
             self._refuse(apdu)
         record = self._record
         if record is not None:
-            record(_TX, apdu, describe_command(apdu))
+            record(_TX, apdu, describe_command(apdu), sensitive=apdu[1] in PIN_INS)
         rv, resp = scard.SCardTransmit(hcard, self._protocol, list(apdu))
         if rv or len(resp) < 2:
             self._failed(apdu, rv, resp)

@@ -286,3 +286,16 @@ def test_status_word_meanings() -> None:
     assert describe_sw(0x9000) == {"sw": "9000", "meaning": "normal processing"}
     assert describe_command(bytes.fromhex("00B2010C00")) == {"ins": "READ RECORD"}
     assert describe_command(bytes.fromhex("0001"))["ins"] is None
+
+
+def test_pin_commands_reach_the_transcript_as_length_only(
+    reader: PcscReader, transcript: Transcript, transcript_path: Path
+) -> None:
+    """A VERIFY through the driver: its PIN block (test PIN 1234) never lands in the evidence."""
+    verify = bytes.fromhex("0020008008241234FFFFFFFFFF")
+    reader.transmit(verify)
+    reader.close()
+    transcript.close()
+    sent = [e for e in read_transcript(transcript_path) if e["dir"] == "tx"]
+    assert sent[0]["len"] == len(verify)
+    assert "241234" not in sent[0]["raw"] and "redacted" in sent[0]["raw"]
