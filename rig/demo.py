@@ -28,7 +28,9 @@ SAMPLE_QR = (
     "12340603***0708A60086670902ME91320016A0112233449988770708123456786304A13A"
 )
 SELECT_DEMO_APP = bytes.fromhex("00A4040008F0504F535249470100")
-"""SELECT of the simulated card's demo application (rig.card.iso7816_app.AID_DIRECT)."""
+"""SELECT of the ISO 7816 demo card's application (rig.card.iso7816_app.AID_DIRECT)."""
+SELECT_PSE = bytes.fromhex("00A404000E315041592E5359532E444446303100")
+"""SELECT 1PAY.SYS.DDF01, the contact EMV payment system environment."""
 
 
 @dataclass
@@ -102,9 +104,11 @@ class Demo:
         reader.wait_for_card(5.0)
         reader.connect()
         atr = reader.atr.hex().upper()
-        data, sw = reader.transmit(SELECT_DEMO_APP)
+        emv = bool(getattr(self.bench.spec.instruments["reader"], "profile", None))
+        data, sw = reader.transmit(SELECT_PSE if emv else SELECT_DEMO_APP)
         reader.disconnect()
-        return sw == 0x9000, f"readers {len(names)}; ATR {atr}; SELECT -> {len(data)} B, {sw:04X}"
+        what = "SELECT PSE" if emv else "SELECT demo AID"
+        return sw == 0x9000, f"readers {len(names)}; ATR {atr}; {what} -> {len(data)} B, {sw:04X}"
 
     def receipt(self) -> tuple[bool, str]:
         printer = self.bench["printer"]

@@ -235,6 +235,9 @@ def bring_up(spec: BenchSpec, bench_file: str | Path, progress: Any = None) -> B
                     "--control",
                     "127.0.0.1:0",
                 )
+                if inst.profile:
+                    argv += ["--profile", str(Path(inst.profile).resolve())]
+                    argv += ["--state-dir", str(rt / "cards")]
                 ends = _start(state, name, argv)
                 hold_pcscd(state.pcscd_lease, pid=state.processes[-1].pid)
                 state.endpoints[name] = {"reader": ends["reader"], "control": ends["control"]}

@@ -94,6 +94,9 @@ class ReaderSpec(_Strict):
     reader: str | None = Field(None, description="PC/SC reader name as `pcsc_scan` lists it")
     sim: bool = False
     vpcd_port: int = Field(35963, description="simulation: vpcd port of the reader (35963 = 00 00)")
+    profile: str | None = Field(
+        None, description="simulation: card profile to serve (none: the ISO 7816 demo card)"
+    )
 
     @model_validator(mode="after")
     def _reader_or_sim(self) -> ReaderSpec:
