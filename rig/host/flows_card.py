@@ -245,7 +245,50 @@ _tag_hex = lru_cache(maxsize=512)(tag_to_hex)
 
 def icc_tags(de55: str) -> dict[str, bytes]:
     """DE55 as hex tag -> value (top level); Iso8583Error when it is not BER-TLV."""
+    fast = _icc_fast(de55)
+    if fast is not None:
+        return fast
     return {_tag_hex(t): v for t, v in de55_decode(de55).items()}
+
+
+def _icc_fast(de55: str) -> dict[str, bytes] | None:
+    """The plain case of `de55_decode` (no padding, tags <= 4 bytes, lengths 81/82/83 at most);
+    None sends anything else to the core decoder, which reports errors."""
+    try:
+        data = bytes.fromhex(de55)
+    except (ValueError, TypeError):
+        return None
+    out: dict[str, bytes] = {}
+    i, n = 0, len(data)
+    while i < n:
+        start = i
+        first = data[i]
+        if first == 0x00 or first == 0xFF:
+            return None
+        i += 1
+        if first & 0x1F == 0x1F:
+            while i < n and data[i] & 0x80:
+                i += 1
+            i += 1
+            if i > n or i - start > 4:
+                return None
+        if i >= n:
+            return None
+        tag = data[start:i].hex().upper()
+        length = data[i]
+        i += 1
+        if length & 0x80:
+            size = length & 0x7F
+            if size == 0 or size > 3 or i + size > n:
+                return None
+            length = int.from_bytes(data[i : i + size], "big")
+            i += size
+        end = i + length
+        if end > n:
+            return None
+        out[tag] = data[i:end]
+        i = end
+    return out
 
 
 def check_cryptogram(issuer: Issuer, txn: Txn, ref: CardRef, tags: dict[str, bytes]) -> str | None:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from rig.evidence.redact import redact_text, redact_value
-from rig.host.journal_mask import dumps, mask_document
+from rig.host.journal_keys import KeyFilter
+from rig.host.journal_mask import dumps, mask_pair
 from rig.host.journal_writer import SCHEMA, GroupCommitWriter, Op, connect
 from rig.iso8583.messages import Totals, mask, mask_pan
 
@@ -140,6 +141,7 @@ class JournalEntry:
 
 _COLUMNS = [f.name for f in fields(JournalEntry)]
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM entries"
+_KEYS_SQL = "SELECT terminal_id, stan, transmission, mti_class FROM entries"
 _KEY_SQL = (
     "SELECT id FROM entries WHERE terminal_id = ? AND stan = ? AND transmission = ? "
     "AND mti_class = ? ORDER BY id LIMIT 1"
@@ -151,13 +153,6 @@ def _json(doc: Any, what: str) -> str:
         return dumps(doc)
     except (TypeError, ValueError) as e:
         raise JournalError(f"{what} is not JSON-serialisable ({e}); pass decoded strings") from None
-
-
-def _sanitise_doc(doc: Any, *, response: bool = False) -> dict[str, Any]:
-    try:
-        return mask_document(doc, response=response)
-    except TypeError as e:
-        raise JournalError(str(e)) from None
 
 
 def _row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
@@ -191,6 +186,7 @@ class Journal:
         self._inflight: dict[tuple[str, str, str, str], JournalEntry] = {}
         self._pending: dict[int, Op] = {}
         self._reversing: dict[int, int] = {}
+        self._keys = KeyFilter()
         self._reader: sqlite3.Connection | None = None
         self._writer: GroupCommitWriter | None = None
         self._next_id = 1
@@ -214,6 +210,8 @@ class Journal:
                 raise JournalError(f"journal {self.path}: WAL mode unavailable (got {mode})")
             conn.executescript(SCHEMA)
             self._next_id = (conn.execute("SELECT MAX(id) FROM entries").fetchone()[0] or 0) + 1
+            self._keys = KeyFilter(max(1 << 16, 2 * self._next_id))
+            self._keys.update(conn.execute(_KEYS_SQL))
         except sqlite3.Error as e:
             raise JournalError(
                 f"journal {self.path} cannot be opened ({e}); check the data folder's "
@@ -255,11 +253,15 @@ class Journal:
         if len(entry.mti) != 4 or not entry.mti.isdigit():
             raise JournalError(f"journal entry mti {entry.mti!r} must be 4 digits, e.g. '0200'")
         pan = entry.pan_masked
+        try:
+            request, response = mask_pair(entry.request, entry.response)
+        except TypeError as e:
+            raise JournalError(str(e)) from None
         entry = replace(
             entry,
             pan_masked=redact_text(pan) if pan else pan,
-            request=_sanitise_doc(entry.request),
-            response=_sanitise_doc(entry.response, response=True),
+            request=request,
+            response=response,
         )
         return entry, _json(entry.request, "request"), _json(entry.response, "response")
 
@@ -297,6 +299,7 @@ class Journal:
             if unique:
                 self._inflight[entry.key] = entry
             self._pending[entry.id] = op
+            self._keys.add(entry.key)
             if reverses is not None:
                 self._reversing[reverses] = entry.id
             self.stats["appends"] += 1
@@ -412,7 +415,7 @@ class Journal:
         hit = self._inflight.get(key)
         if hit is not None:
             return self._with_reversal(hit)
-        if inflight_only:
+        if inflight_only or key not in self._keys:
             return None
         rows = self._query(_KEY_SQL, key)
         if not rows:

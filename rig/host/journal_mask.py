@@ -32,13 +32,23 @@ from rig.iso8583.messages import (
 )
 from rig.iso8583.spec import SENSITIVE_FIELDS
 
-__all__ = ["ICC_SENSITIVE_TAGS", "dumps", "is_tr31_block", "mask_document", "scrub_icc"]
+__all__ = [
+    "ICC_SENSITIVE_TAGS",
+    "dumps",
+    "is_tr31_block",
+    "mask_document",
+    "mask_pair",
+    "scrub_icc",
+]
 
 ICC_SENSITIVE_TAGS = frozenset({0x56, 0x57, 0x5A, 0x9F6B})
 """DE55 tags that carry the PAN or track data (removed, as `messages.mask` does)."""
 
 _REDACT_MIN = 13
 _ISO_KEYS = frozenset({"t", "p"})
+_DIALECT_KEYS = frozenset({"t", "p", *map(str, range(1, 193))})
+_STR = frozenset({str})
+_RUN12 = re.compile(r"[0-9]{12}")
 _TR31 = re.compile(r"[A-DR][0-9]{4}[0-9A-Z]{11}[0-9A-Z]*")
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -49,6 +59,8 @@ dumps = _encoder.encode
 def _redact(value: str) -> str:
     """`redact_text`, skipped where it provably changes nothing (short or long digit runs)."""
     if len(value) < _REDACT_MIN or (len(value) > 19 and value.isdigit()):
+        return value
+    if _RUN12.search(value) is None:  # every pattern of redact_text needs 12+ digits in a row
         return value
     return redact_text(value)
 
@@ -123,33 +135,60 @@ def _scrub_private(value: str, *, keep_key_block: bool) -> str:
     return private_encode(sub)
 
 
-def _mask_iso(doc: Mapping[str, str], response: bool) -> dict[str, str]:
+def _mask_iso(
+    doc: Mapping[str, str], response: bool, done: Mapping[str, tuple[str, str]] | None = None
+) -> dict[str, str]:
+    """Masked copy; `done` maps keys to (value, masked value) already worked out (a request's
+    fields echoed in its response), reused when the value is the very same string object."""
     out: dict[str, str] = {}
     for key, value in doc.items():
         if key in SENSITIVE_FIELDS:
             continue
-        if key == "2":
-            value = mask_pan(value)
-        elif key == "55":
-            value = scrub_icc(value)
+        if done is not None:
+            hit = done.get(key)
+            if hit is not None and hit[0] is value and key != "48":
+                out[key] = hit[1]
+                continue
+        if key == "55":
+            out[key] = _redact(scrub_icc(value))
         elif key == "48":
-            value = _scrub_private(value, keep_key_block=response)
-            out[key] = value
-            continue
-        out[key] = _redact(value)
+            out[key] = _scrub_private(value, keep_key_block=response)
+        elif key == "2":
+            out[key] = _redact(mask_pan(value))
+        else:
+            out[key] = _redact(value)
     return out
 
 
-def _iso_item(key: Any, value: Any) -> bool:
-    return isinstance(value, str) and isinstance(key, str) and (key in _ISO_KEYS or key.isdigit())
+def _iso_doc(doc: Mapping[Any, Any]) -> bool:
+    if _DIALECT_KEYS.issuperset(doc.keys()) and set(map(type, doc.values())) <= _STR:
+        return True
+    for key, value in doc.items():
+        if not (isinstance(value, str) and isinstance(key, str)):
+            return False
+        if not (key in _ISO_KEYS or key.isdigit()):
+            return False
+    return True
 
 
 def mask_document(doc: Any, *, response: bool = False) -> dict[str, Any]:
     """The journal's copy of a request or response document (see the module docstring)."""
     if not isinstance(doc, Mapping):
         raise TypeError("request/response must be a dict (a decoded ISO 8583 document)")
-    if all(_iso_item(k, v) for k, v in doc.items()):
+    if _iso_doc(doc):
         return _mask_iso(doc, response)
     if all(isinstance(v, str) for v in doc.values()):
         doc = mask(doc)
     return redact_value(dict(doc))
+
+
+def mask_pair(request: Any, response: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`mask_document` of a request and of its response; the response's echoed fields (the same
+    string objects as in the request) are masked once, not twice."""
+    if not (isinstance(request, Mapping) and isinstance(response, Mapping)):
+        return mask_document(request), mask_document(response, response=True)
+    if not (_iso_doc(request) and _iso_doc(response)):
+        return mask_document(request), mask_document(response, response=True)
+    masked = _mask_iso(request, False)
+    done = {k: (v, masked[k]) for k, v in request.items() if k in masked}
+    return masked, _mask_iso(response, True, done)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -54,6 +55,8 @@ INSERT = (
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _REVERSE = "UPDATE entries SET reversed = 1, reversed_by = ? WHERE id = ?"
+CHECKPOINT_PERIOD = 0.5
+"""Seconds between WAL checkpoints, made by their own thread and connection."""
 STOP = object()
 """Queue sentinel: commit what is queued, then end the thread."""
 
@@ -98,6 +101,8 @@ class GroupCommitWriter:
         self.max_batch = max_batch
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         """Start the thread; raises (the journal's error) when it cannot open the database."""
@@ -107,6 +112,24 @@ class GroupCommitWriter:
         )
         self._thread.start()
         ready.result()
+        self._stopping.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="journal-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """WAL checkpoints off the commit path: the writer never stalls a batch to copy pages."""
+        try:
+            conn = connect(self.path)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stopping.wait(CHECKPOINT_PERIOD):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         """Commit everything queued, then end the thread."""
@@ -114,6 +137,10 @@ class GroupCommitWriter:
         if self._thread is not None:
             self._thread.join()
         self._thread = None
+        self._stopping.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+        self._checkpointer = None
 
     def put(self, op: Op) -> None:
         self.queue.put(op)
@@ -144,6 +171,7 @@ class GroupCommitWriter:
 
         try:
             conn = connect(self.path)
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as e:
             ready.set_exception(JournalError(f"journal writer cannot open {self.path}: {e}"))
             return

@@ -91,8 +91,10 @@ class Rule:
         self, doc: Mapping[str, str], profile_id: str | None, amount: tuple[int, str] | None
     ) -> bool:
         """`matches` with the request's amount already parsed (`_amount_of`)."""
-        checks = self._checks  # type: ignore[attr-defined]
-        return all(test(doc, profile_id, amount) for test in checks)
+        for test in self._checks:  # type: ignore[attr-defined]  # noqa: SIM110
+            if not test(doc, profile_id, amount):
+                return False
+        return True
 
 
 _Check = Callable[[Mapping[str, str], "str | None", "tuple[int, str] | None"], bool]

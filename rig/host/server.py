@@ -23,8 +23,9 @@ from typing import Any
 import iso8583
 
 from rig.host import tls
+from rig.host.codec import fast_decode, fast_encode
 from rig.iso8583.framing import Frame, Framing, FramingError, get_framing
-from rig.iso8583.messages import Iso8583Error, decode, encode, mask, mask_pan, response_to
+from rig.iso8583.messages import Iso8583Error, encode, mask, mask_pan, response_to
 from rig.iso8583.spec import SPEC
 
 log = logging.getLogger("rig.host")
@@ -34,6 +35,7 @@ KEYSTORE_FILE = "keys.store"
 TLS_DIR = "tls"
 LOG_FILE = "host.log"
 STATE_FILE = "host.json"
+PROFILE_ENV = "POSRIG_HOST_PROFILE"
 
 RESPONSE_MTI = {
     "0100": "0110",
@@ -320,7 +322,7 @@ class HostServer:
     async def _handle(self, conn: _Conn, frame: Frame) -> None:
         self.counters["requests"] += 1
         try:
-            doc = decode(frame.payload)
+            doc = fast_decode(frame.payload)
         except Iso8583Error as e:
             self._format_error(conn, frame, str(e))
             return
@@ -397,7 +399,7 @@ class HostServer:
         return False
 
     def _send(self, conn: _Conn, frame: Frame, resp: dict[str, str]) -> None:
-        raw = encode(resp)
+        raw = fast_encode(resp)
         if self.config.log_messages:
             log.debug("%s %s: tx %s", conn.name, conn.peer, mask(resp))
         conn.write(raw, frame.tpdu)
@@ -521,6 +523,7 @@ async def serve_forever(config: HostConfig, ready: Any = None) -> None:
     """Start a host, call `ready(server)`, run until cancelled or SIGTERM, then stop cleanly."""
     import signal
 
+    profiler = _start_profiler()
     server = HostServer(config)
     await server.start()
     stopping = asyncio.Event()
@@ -533,3 +536,17 @@ async def serve_forever(config: HostConfig, ready: Any = None) -> None:
         await stopping.wait()
     finally:
         await server.stop()
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.environ[PROFILE_ENV])
+
+
+def _start_profiler() -> Any:
+    """cProfile of the event loop thread when POSRIG_HOST_PROFILE names a stats file (dev aid)."""
+    if not os.environ.get(PROFILE_ENV):
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
