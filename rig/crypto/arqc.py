@@ -136,12 +136,14 @@ def cvn_data_elements(cvn: str | int | Cvn) -> tuple[str, ...]:
 
 
 def _tag(tags: Mapping[str, bytes], tag: str) -> bytes:
-    for key, value in tags.items():
-        if key.upper() == tag:
-            if not isinstance(value, bytes | bytearray):
-                raise CryptoError(f"tag {tag}: value must be bytes, got {type(value).__name__}")
-            return bytes(value)
-    raise CryptoError(f"tag {tag} is missing from the AC data")
+    value = tags.get(tag)
+    if value is None:
+        value = next((v for k, v in tags.items() if k.upper() == tag), None)
+        if value is None:
+            raise CryptoError(f"tag {tag} is missing from the AC data")
+    if not isinstance(value, bytes | bytearray):
+        raise CryptoError(f"tag {tag}: value must be bytes, got {type(value).__name__}")
+    return bytes(value)
 
 
 def build_ac_data(cvn: str | int | Cvn, tags: Mapping[str, bytes]) -> bytes:
