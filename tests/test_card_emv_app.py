@@ -297,6 +297,60 @@ def test_contactless_mchip_gpo_then_generate_ac() -> None:
     assert ref.generate_ac(**args, cvr=data["9F10"][2:8]) == answer[0x9F26]
 
 
+def test_contactless_mchip_records_teach_the_terminal_cdol1() -> None:
+    """M/Chip-like contactless: the terminal reads CDOL1 from the contactless records alone and
+    the GENERATE AC built from it is accepted; the contactless AIP announces no ODA (oda none)."""
+    profile = PROFILES["mc-dual-interface"]
+    cl = profile.contactless
+    assert cl is not None and profile.applications[0].crypto.oda == "none"
+    card = EmvCardApplication(profile, interface="contactless")
+    ok(card, apdu("00A40400", bytes.fromhex(profile.applications[0].aid)))
+    aip, afl = gpo_fields(ok(card, gpo_apdu(cl.pdol)))
+    assert aip[0] & 0x61 == 0  # no SDA / DDA / CDA bit (EMV Book 3 Annex C1)
+    tags, _ = read_afl(card, afl)
+    assert tags[0x8C].hex().upper() == profile.applications[0].cdol1
+    assert tags[0x8D].hex().upper() == profile.applications[0].cdol2
+    assert genac(card, 0x80, cdol_data(tags[0x8C]))[0x9F27] == b"\x80"
+
+
+def _with_format(profile_id: str, fmt: int | None):
+    base = PROFILES[profile_id]
+    app = base.applications[0].model_copy(update={"response_format": fmt})
+    return base.model_copy(update={"applications": [app]})
+
+
+@pytest.mark.parametrize(
+    ("profile_id", "fmt", "tag"),
+    [
+        ("visa-signature", None, 0x80),
+        ("visa-signature", 2, 0x77),
+        ("mc-force-decline", None, 0x77),
+        ("mc-force-decline", 1, 0x80),
+        ("visa-credit-online-pin-dda", 2, 0x77),
+    ],
+)
+def test_profile_response_format_picks_the_template(profile_id: str, fmt, tag: int) -> None:
+    """The application's response_format chooses template 80 or 77 for GPO, GENERATE AC and
+    INTERNAL AUTHENTICATE; None keeps the rule (Mastercard CVN or CDA: 77, else 80)."""
+    profile = _with_format(profile_id, fmt)
+    app = profile.applications[0]
+    card = EmvCardApplication(profile)
+    ok(card, apdu("00A40400", bytes.fromhex(app.aid)))
+    assert decode(ok(card, gpo_apdu(app.pdol)))[0].tag == tag
+    if app.crypto.oda == "dda":
+        assert decode(ok(card, apdu("00880000", UN)))[0].tag == tag
+    body = ok(card, apdu("80AE8000", cdol_data(bytes.fromhex(app.cdol1))))
+    assert decode(body)[0].tag == tag
+
+
+def test_constructor_response_format_overrides_the_profile() -> None:
+    profile = _with_format("visa-signature", 2)
+    app = profile.applications[0]
+    card = EmvCardApplication(profile, response_format=1)
+    ok(card, apdu("00A40400", bytes.fromhex(app.aid)))
+    assert decode(ok(card, gpo_apdu(app.pdol)))[0].tag == 0x80
+
+
 def test_get_data_and_challenge() -> None:
     card, _, _ = start("visa-no-cvm-under-floor")
     assert ok(card, apdu("80CA9F17")) == bytes.fromhex("9F170103")

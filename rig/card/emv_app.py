@@ -30,12 +30,13 @@ asked, blocked, forced to decline or issuer authentication failed (EXTERNAL AUTH
 91 in CDOL2); with ARC Y3/Z3 (unable to go online) a TC only below the upper limit (9F23);
 otherwise TC. An online completion sets the last online ATC and clears the offline count.
 
-Response format: `response_format` when given; else 2 (77) for Mastercard CVNs and CDA cards,
-1 (80) otherwise; contactless answers are always 77, CDA answers always 77 with 9F4B last (the
-transaction data hash covers 9F27 9F36 9F10 in that order, Book 2 §6.6.1). Other status words:
-6985 command out of sequence, 6A86 bad P1 P2, 6700 bad length, 6A80 malformed PIN block,
-6A81 method not supported / card blocked, 6A88 no such data, 6D00 / 6E00 unknown INS / CLA,
-6F00 internal error (never expected). IAD, CVR and secure messaging: `rig.card.emv_commands`.
+Response format: the `response_format` argument, else the application's `response_format`, else 2
+(77) for Mastercard CVNs and CDA cards, 1 (80) otherwise; contactless answers are always 77, CDA
+answers always 77 with 9F4B last (the transaction data hash covers 9F27 9F36 9F10 in that order,
+Book 2 §6.6.1). Other status words: 6985 command out of sequence, 6A86 bad P1 P2, 6700 bad length,
+6A80 malformed PIN block, 6A81 method not supported / card blocked, 6A88 no such data, 6D00 / 6E00
+unknown INS / CLA, 6F00 internal error (never expected). IAD, CVR and secure messaging:
+`rig.card.emv_commands`.
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ class EmvCardApplication:
     def _response_format(self, app: Application) -> int:
         if self._format is not None:
             return self._format
+        if app.response_format is not None:
+            return app.response_format
         return 2 if app.crypto.cvn.startswith("mc-") or app.crypto.oda == "cda" else 1
 
     def _limit(self, tag: str, default: int) -> int:

@@ -7,6 +7,8 @@ from datetime import date
 from rig.profiles.generate import (
     ALWAYS,
     ATR,
+    CDOL1,
+    CDOL2,
     CL_PDOL,
     ENC_PIN,
     IAC,
@@ -39,15 +41,20 @@ def _iac(denial: str) -> dict[str, str]:
 
 
 def _contactless(flavour: str, cryptogram: bool, pan: str, expiry: date) -> dict:
+    """The contactless section; without a cryptogram at GPO its record carries the CDOLs the
+    terminal needs for GENERATE AC. The AIP announces no ODA (the applications have none)."""
     t2 = f"{pan}D{expiry:%y%m}201" + "0" * 13
+    record = {"57": t2 + ("F" if len(t2) % 2 else ""), "5F34": "01"}
+    if not cryptogram:
+        record |= {"8C": CDOL1, "8D": CDOL2}
     return {
         "contactless": {
             "flavour": flavour,
             "gpo_returns_cryptogram": cryptogram,
             "pdol": CL_PDOL if flavour == "visa" else "",
-            "aip": "0080" if flavour == "visa" else "1980",
+            "aip": "0080" if flavour == "visa" else "1880",
             "afl": "08010100",
-            "records": {1: {1: {"57": t2 + ("F" if len(t2) % 2 else ""), "5F34": "01"}}},
+            "records": {1: {1: record}},
             **({"ctq": "8000"} if flavour == "visa" else {}),
         }
     }

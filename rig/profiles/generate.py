@@ -4,6 +4,8 @@ Run `python -m rig.profiles.generate --out cardprofiles`. The CA key is kept in
 `capk/test-ca.private.yaml` and reused on later runs (so terminals keep their CAPK set) unless
 `--new-ca` is given. Issuer and ICC RSA keys are new on every run; symmetric keys are derived
 from the profile id, so they are the same on every run. Every profile passes `load_profile`.
+`--only ID` rewrites one profile and leaves the others and the CAPK set alone (a profile without
+ODA then comes out byte-identical on every run; an ODA one gets new issuer and ICC keys).
 """
 
 from __future__ import annotations
@@ -280,18 +282,26 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     path.write_text(HEADER + text, encoding="utf-8")
 
 
-def generate(out: Path, new_ca: bool = False) -> list[str]:
-    """Write the CAPK set and every shipped profile under `out`; return the profile ids."""
+def generate(out: Path, new_ca: bool = False, only: str | None = None) -> list[str]:
+    """Write the CAPK set and every shipped profile under `out` (or just profile `only`, with
+    the stored CA and no CAPK rewrite); return the profile ids written."""
     from rig.profiles.catalogue import specs
 
+    chosen = [s for s in specs() if only is None or s.id == only]
+    if not chosen:
+        known = ", ".join(s.id for s in specs())
+        raise ValueError(f"--only {only}: no such profile in the catalogue; one of {known}")
+    if only is not None and new_ca:
+        raise ValueError("--only keeps the stored test CA; drop --new-ca or --only")
     capk_dir = out / "capk"
     ca = load_or_make_ca(capk_dir, new_ca)
-    _write(capk_dir / "test-ca.yaml", {
-        "name": "posrig test CA (TEST KEYS)", "test_material": True, "keys": _ca_entries(ca),
-    })  # fmt: skip
+    if only is None:
+        _write(capk_dir / "test-ca.yaml", {
+            "name": "posrig test CA (TEST KEYS)", "test_material": True, "keys": _ca_entries(ca),
+        })  # fmt: skip
     keys = Keys(ca)
     ids = []
-    for spec in specs():
+    for spec in chosen:
         data = build(spec, keys) if spec.kind == "emv" else spec.extra
         path = out / f"{spec.id}.yaml"
         _write(path, data)
@@ -304,9 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="cardprofiles", type=Path)
     parser.add_argument("--new-ca", action="store_true", help="replace the stored test CA key")
+    parser.add_argument("--only", metavar="ID", help="rewrite only this profile (no CAPK rewrite)")
     args = parser.parse_args(argv)
-    ids = generate(args.out, args.new_ca)
-    print(f"wrote {len(ids)} profiles and the CAPK set under {args.out}")
+    try:
+        ids = generate(args.out, args.new_ca, args.only)
+    except ValueError as exc:
+        print(f"rig.profiles.generate: {exc}", file=sys.stderr)
+        return 2
+    what = f"profile {ids[0]}" if args.only else f"{len(ids)} profiles and the CAPK set"
+    print(f"wrote {what} under {args.out}")
     return 0
 
 

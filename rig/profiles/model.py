@@ -17,9 +17,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from rig.crypto.arqc import CVNS
 from rig.crypto.oda import RsaKeyPair, RsaPublicKey
@@ -119,6 +121,15 @@ def oda_static_data(records: Records, afl: str, aip: str | None = None) -> bytes
             raise ValueError("9F4A lists the AIP but no AIP was given")
         out += bytes.fromhex(aip)
     return bytes(out)
+
+
+CONTACTLESS_ODA = {"none": (), "sda": ("sda",), "dda": ("dda",), "cda": ("dda", "cda")}
+"""ODA methods a contactless AIP may announce for each `crypto.oda` of the served application."""
+
+
+def _detail(loc: tuple[str | int, ...], message: str) -> InitErrorDetails:
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return InitErrorDetails(type=error, loc=loc, input=None)
 
 
 class _Strict(BaseModel):
@@ -253,6 +264,18 @@ class Application(_Strict):
     track2_equivalent: Hex
     crypto: Crypto
     issuer_scripts: list[IssuerScript] = Field(default_factory=list)
+    response_format: Literal[1, 2] | None = Field(
+        None,
+        description="GPO / INTERNAL AUTHENTICATE / GENERATE AC answer format: 1 (template 80) "
+        "or 2 (template 77); None: 2 for Mastercard CVNs and CDA, else 1",
+    )
+
+    @field_validator("response_format", mode="before")
+    @classmethod
+    def _format_number(cls, v: object) -> object:
+        if isinstance(v, bool) or (v is not None and v not in (1, 2)):
+            raise ValueError(f"response_format {v!r}: use 1 (template 80), 2 (template 77) or null")
+        return v
 
     @field_validator("aid")
     @classmethod
@@ -513,6 +536,14 @@ class CardProfile(_Strict):
 
     @model_validator(mode="after")
     def _kind_sections(self) -> CardProfile:
+        problems = self._section_problems()
+        located = self._contactless_problems()
+        if not problems and not located:
+            return self
+        details = [_detail((), p) for p in problems] + [_detail(loc, m) for loc, m in located]
+        raise ValidationError.from_exception_data(type(self).__name__, details)
+
+    def _section_problems(self) -> list[str]:
         problems = []
         chip = {"contact", "contactless"} & set(self.interfaces)
         if self.kind == "emv" and not self.applications:
@@ -534,9 +565,62 @@ class CardProfile(_Strict):
             problems.append("applications: each aid must appear once")
         if self.contactless and self.contactless.aid and self.contactless.aid not in aids:
             problems.append("contactless.aid must be the aid of one of the applications")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
+
+    def _contactless_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """The contactless path against the application it serves: ODA bits of its AIP, its AFL,
+        and the CDOLs a terminal reads from its records before GENERATE AC."""
+        cl = self.contactless
+        if cl is None or not self.applications:
+            return []
+        index = next(
+            (i for i, a in enumerate(self.applications) if a.aid == (cl.aid or a.aid)), None
+        )
+        if index is None:
+            return []
+        app = self.applications[index]
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        aip = bytes.fromhex(cl.aip)
+        allowed = CONTACTLESS_ODA[app.crypto.oda]
+        for method in ("sda", "dda", "cda"):
+            if bits.is_set(aip, f"{method}_supported", tag=0x82) and method not in allowed:
+                out.append((
+                    ("contactless", "aip"),
+                    f"sets {method}_supported but applications.{index}.crypto.oda is "
+                    f"{app.crypto.oda}; clear that bit or give the application {method} material",
+                ))  # fmt: skip
+        try:
+            afl = parse_afl(bytes.fromhex(cl.afl))
+        except AflError as exc:
+            return [*out, (("contactless", "afl"), str(exc))]
+        named: list[tuple[int, int]] = []
+        for entry in afl:
+            for number in entry.records():
+                named.append((entry.sfi, number))
+                if number not in cl.records.get(entry.sfi, {}):
+                    out.append((
+                        ("contactless", "afl"),
+                        f"names SFI {entry.sfi} record {number}: add it to contactless.records",
+                    ))  # fmt: skip
+        mirrors = {"8C": app.cdol1, "8D": app.cdol2}
+        for sfi, recs in cl.records.items():
+            for number, tags in recs.items():
+                for tag, want in mirrors.items():
+                    if tag in tags and tags[tag] != want:
+                        out.append((
+                            ("contactless", "records", sfi, number, tag),
+                            f"differs from applications.{index}.cdol{1 if tag == '8C' else 2} "
+                            "(GENERATE AC uses the application's CDOL); make them equal",
+                        ))  # fmt: skip
+        if not cl.gpo_returns_cryptogram and not any(
+            "8C" in cl.records.get(sfi, {}).get(number, {}) for sfi, number in named
+        ):
+            out.append((
+                ("contactless", "records"),
+                "GPO does not return the cryptogram, so a record the contactless afl names "
+                f"must carry 8C (CDOL1) and 8D (CDOL2) equal to applications.{index}.cdol1/cdol2",
+            ))  # fmt: skip
+        return out
 
     def application(self, aid: str | bytes) -> Application | None:
         """The application with this AID (hex or bytes), or None."""
