@@ -104,7 +104,7 @@ def check_expiry(issuer: Issuer, txn: Txn, ref: CardRef) -> str | None:
     track = txn.request.get("35", "")
     if not given and "D" in track:
         given = track.partition("D")[2][:4]
-    if given and (len(given) != 4 or not given.isdigit() or not 1 <= int(given[2:]) <= 12):
+    if given and (len(given) != 4 or not given.isdecimal() or not 1 <= int(given[2:]) <= 12):
         txn.note(f"expiry {given!r} is not YYMM")
         return "30"
     if given and given != record:
@@ -121,8 +121,8 @@ def cvv(cvk: bytes, pan: str, expiry: str, service_code: str) -> str:
     decimalised (digits first, then A-F less 10), first 3 digits."""
     data = (pan + expiry + service_code).ljust(32, "0")[:32]
     raw = mac_alg3(cvk, bytes.fromhex(data), 1).hex().upper()
-    digits = [c for c in raw if c.isdigit()] + [
-        str(int(c, 16) - 10) for c in raw if not c.isdigit()
+    digits = [c for c in raw if c.isdecimal()] + [
+        str(int(c, 16) - 10) for c in raw if not c.isdecimal()
     ]
     return "".join(digits[:3])
 
@@ -333,7 +333,7 @@ def check_cryptogram(issuer: Issuer, txn: Txn, ref: CardRef, tags: dict[str, byt
 
 def _psn(txn: Txn, tags: dict[str, bytes], ref: CardRef) -> str:
     de23 = txn.request.get("23")
-    if de23 and de23.isdigit():
+    if de23 and de23.isdecimal():
         return de23[-2:]
     if "5F34" in tags:
         return tags["5F34"].hex()[-2:]
@@ -357,7 +357,7 @@ def _arpc(txn: Txn, rc: str, spec: Any, key: bytes, arqc: bytes) -> None:
 
 def _amount(txn: Txn) -> int | None:
     text = txn.request.get("4")
-    return int(text) if text and text.isdigit() else None
+    return int(text) if text and text.isdecimal() else None
 
 
 def _batch(txn: Txn) -> str:

@@ -208,7 +208,7 @@ def _mpm(issuer: Issuer, txn: Txn, sub: dict[str, str]) -> str:
     tid = req.get("41", "")
     if order_id is None:
         amount = req.get("4", "")
-        if not amount.isdigit() or int(amount) <= 0:
+        if not amount.isdecimal() or int(amount) <= 0:
             txn.note("MPM order needs an amount")
             return "13"
         order_id = issuer.next_order_id(tid)
@@ -267,7 +267,7 @@ def _hex(sub: dict[str, str], sid: str, size: int) -> bytes:
 
 def _datetime(sub: dict[str, str], issuer: Issuer) -> tuple[str, bytes, bytes]:
     text = sub.get("11") or issuer.now().strftime("%Y%m%d%H%M%S")
-    if len(text) != 14 or not text.isdigit():
+    if len(text) != 14 or not text.isdecimal():
         raise ValueError("DE62 subfield 11 must be YYYYMMDDhhmmss")
     return text, bytes.fromhex(text[:8]), bytes.fromhex(text[8:])
 
@@ -297,7 +297,7 @@ def _purse_op(
     issuer: Issuer, txn: Txn, sub: dict[str, str], state: dict[str, Any], kind: str, out: dict
 ) -> str:
     amount_text = txn.request.get("4", "")
-    amount = int(amount_text) if amount_text.isdigit() else 0
+    amount = int(amount_text) if amount_text.isdecimal() else 0
     if kind in ("ISSUE", "BALANCE"):
         out["03"] = f"{state['balance']:012d}"
         txn.note(f"purse {kind.lower()}")
@@ -313,7 +313,7 @@ def _purse_op(
     stamp, date, time = _datetime(sub, issuer)
     if kind == "LOAD":
         counter = int.from_bytes(_hex(sub, "02", 2), "big")
-        old = int(sub.get("03", "x")) if sub.get("03", "").isdigit() else None
+        old = int(sub.get("03", "x")) if sub.get("03", "").isdecimal() else None
         if old is None:
             raise ValueError("DE62 subfield 03 (balance before the load) must be digits")
         seslk = purse.load_session_key(keys.dlk, _hex(sub, "09", 4), counter)

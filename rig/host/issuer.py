@@ -116,7 +116,7 @@ class Txn:
 def mac_field(doc: Mapping[str, str]) -> str:
     """'128' when the message has a secondary bitmap (any field 65-127), else '64'."""
     for key in doc:
-        if key.isdigit() and 65 <= int(key) <= 127:
+        if key.isdecimal() and 65 <= int(key) <= 127:
             return "128"
     return "64"
 
@@ -238,7 +238,7 @@ class Issuer:
         """ISO practice: last digit of the year, day of year, hour, STAN (12 characters)."""
         now = self.now()
         stan = request.get("11", "0")
-        stan = stan if stan.isdigit() else "0"
+        stan = stan if stan.isdecimal() else "0"
         return f"{now:%y}"[-1] + f"{now:%j%H}" + stan[-6:].zfill(6)
 
     def add_totals(self, terminal_id: str, batch: str, kind: str, amount: int, sign: int) -> None:

@@ -103,7 +103,7 @@ _Check = Callable[[Mapping[str, str], "str | None", "tuple[int, str] | None"], b
 def _amount_of(doc: Mapping[str, str]) -> tuple[int, str] | None:
     """(value, 12-digit text) of DE4, None when absent or not digits."""
     text = doc.get("4", "")
-    if not text.isdigit():
+    if not text.isdecimal():
         return None
     value = int(text)
     return value, str(value).zfill(12)
@@ -183,7 +183,7 @@ class _Checker:
                 )
             if digits is not None:
                 lo, hi = (digits, digits) if isinstance(digits, int) else digits
-                if not (item.isascii() and item.isdigit() and lo <= len(item) <= hi):
+                if not (item.isascii() and item.isdecimal() and lo <= len(item) <= hi):
                     size = f"{lo}" if lo == hi else f"{lo} to {hi}"
                     raise self.fail(path, f"{item!r} is not {size} digits", f"use {size} digits")
             elif not item:
