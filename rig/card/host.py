@@ -75,16 +75,17 @@ def emv_application(
     profile: CardProfile, *, state_dir: Path | None, interface: str
 ) -> CardApplication:
     """The EMV card for a `kind: emv` profile; ATC, PIN tries and blocking persist in state_dir."""
-    try:
-        from rig.card.emv_app import EmvCardApplication
-        from rig.card.emv_state import CardState
-    except ImportError as exc:
-        raise CardHostError(f"the EMV card application is not available ({exc})") from None
+    from rig.card.emv_app import EmvAppError, EmvCardApplication
+    from rig.card.emv_state import CardState, CardStateError
+
     state = None
-    if state_dir is not None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        state = CardState.load(state_dir / f"{profile.id}.json", profile)
-    return EmvCardApplication(profile, state=state, interface=interface)
+    try:
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            state = CardState.load(state_dir / f"{profile.id}.json", profile)
+        return EmvCardApplication(profile, state=state, interface=interface)
+    except (CardStateError, EmvAppError, OSError) as exc:
+        raise CardHostError(f"card state for {profile.id}: {exc}") from None
 
 
 def build(
