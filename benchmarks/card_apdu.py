@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _stats import alternate, raw_connect, stats_ms
 from smartcard import scard
 
 from drivers.pcsc import PcscReader
@@ -86,15 +86,6 @@ def emv_flow(reader: PcscReader, aid: bytes) -> int:
     return n + 1
 
 
-def _stats_ms(samples_ns: list[int]) -> dict[str, float]:
-    ordered = sorted(samples_ns)
-    return {
-        "mean": round(statistics.fmean(ordered) / 1e6, 4),
-        "p50": round(ordered[len(ordered) // 2] / 1e6, 4),
-        "p99": round(ordered[max(0, int(len(ordered) * 0.99) - 1)] / 1e6, 4),
-    }
-
-
 def trace_cost(n: int = 20000) -> dict[str, float]:
     """Per-APDU card-side trace cost: on the APDU thread (record) and in the writer (decode)."""
     apdu, resp = GET_ATC, bytes.fromhex("9F3602000A9000")
@@ -156,37 +147,8 @@ def run(profile_path: Path, n: int, block: int, warmup: int, flows: int, index: 
                 flow_apdus = emv_flow(reader, aid)
                 flow_ns.append(time.perf_counter_ns() - t0)
             _ok(reader, _select(aid))
-            rv, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-            rv, hcard, proto = scard.SCardConnect(
-                ctx,
-                name,
-                scard.SCARD_SHARE_SHARED,
-                scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
-            )
-            if rv != scard.SCARD_S_SUCCESS:
-                raise SystemExit(f"raw SCardConnect failed: {scard.SCardGetErrorMessage(rv)}")
-            raw_apdu = list(GET_ATC)
-            transmit_raw, transmit_driver = scard.SCardTransmit, reader.transmit
-            clock = time.perf_counter_ns
-            for _ in range(warmup):
-                transmit_driver(GET_ATC)
-                transmit_raw(hcard, proto, raw_apdu)
-            driver_ns: list[int] = []
-            raw_ns: list[int] = []
-            done = 0
-            while done < n:
-                size = min(block, n - done)
-                for _ in range(size):
-                    t0 = clock()
-                    transmit_driver(GET_ATC)
-                    driver_ns.append(clock() - t0)
-                for _ in range(size):
-                    t0 = clock()
-                    rv, resp = transmit_raw(hcard, proto, raw_apdu)
-                    raw_ns.append(clock() - t0)
-                    if rv or resp[-2:] != [0x90, 0x00]:
-                        raise SystemExit(f"raw transmit failed: rv={rv} resp={resp}")
-                done += size
+            ctx, hcard, proto = raw_connect(name)
+            driver_ns, raw_ns = alternate(GET_ATC, reader.transmit, hcard, proto, n, block, warmup)
             scard.SCardDisconnect(hcard, scard.SCARD_LEAVE_CARD)
         finally:
             reader.close()
@@ -196,8 +158,8 @@ def run(profile_path: Path, n: int, block: int, warmup: int, flows: int, index: 
             proc.terminate()
             proc.wait(timeout=10)
         card_entries = read_transcript(card_trace)
-    driver, raw = _stats_ms(driver_ns), _stats_ms(raw_ns)
-    flow = _stats_ms(flow_ns)
+    driver, raw = stats_ms(driver_ns), stats_ms(raw_ns)
+    flow = stats_ms(flow_ns)
     out: dict[str, Any] = {
         "benchmark": "card_apdu",
         "profile": profile.id,

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from _stats import alternate, raw_connect, stats_ms
 from smartcard import scard
 
 from drivers.pcsc import PcscReader
@@ -24,15 +23,6 @@ from rig.evidence import Transcript, read_transcript
 
 SELECT = bytes.fromhex("00A4040008") + AID_DIRECT
 READ_BINARY = bytes.fromhex("00B0000010")
-
-
-def _stats(samples_ns: list[int]) -> dict[str, float]:
-    ordered = sorted(samples_ns)
-    return {
-        "mean": round(statistics.fmean(ordered) / 1e6, 4),
-        "p50": round(ordered[len(ordered) // 2] / 1e6, 4),
-        "p99": round(ordered[int(len(ordered) * 0.99) - 1] / 1e6, 4),
-    }
 
 
 def _start_cardsim(index: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
@@ -54,38 +44,10 @@ def run(n: int, block: int, warmup: int, index: int) -> dict[str, object]:
             reader.wait_for_card(5.0)
             reader.connect()
             reader.transmit(SELECT)
-            rv, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-            rv, hcard, proto = scard.SCardConnect(
-                ctx,
-                endpoints["reader"],
-                scard.SCARD_SHARE_SHARED,
-                scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
+            ctx, hcard, proto = raw_connect(endpoints["reader"])
+            driver_ns, raw_ns = alternate(
+                READ_BINARY, reader.transmit, hcard, proto, n, block, warmup
             )
-            if rv != scard.SCARD_S_SUCCESS:
-                raise SystemExit(f"raw SCardConnect failed: {scard.SCardGetErrorMessage(rv)}")
-            raw_apdu = list(READ_BINARY)
-            transmit_raw = scard.SCardTransmit
-            transmit_driver = reader.transmit
-            clock = time.perf_counter_ns
-            for _ in range(warmup):
-                transmit_driver(READ_BINARY)
-                transmit_raw(hcard, proto, raw_apdu)
-            driver_ns: list[int] = []
-            raw_ns: list[int] = []
-            done = 0
-            while done < n:
-                size = min(block, n - done)
-                for _ in range(size):
-                    t0 = clock()
-                    transmit_driver(READ_BINARY)
-                    driver_ns.append(clock() - t0)
-                for _ in range(size):
-                    t0 = clock()
-                    rv, resp = transmit_raw(hcard, proto, raw_apdu)
-                    raw_ns.append(clock() - t0)
-                    if rv or resp[-2:] != [0x90, 0x00]:
-                        raise SystemExit(f"raw transmit failed: rv={rv} resp={resp}")
-                done += size
             scard.SCardDisconnect(hcard, scard.SCARD_LEAVE_CARD)
             scard.SCardReleaseContext(ctx)
         finally:
@@ -94,7 +56,7 @@ def run(n: int, block: int, warmup: int, index: int) -> dict[str, object]:
             proc.terminate()
             proc.wait(timeout=5)
         entries = len(read_transcript(transcript_path))
-    driver, raw = _stats(driver_ns), _stats(raw_ns)
+    driver, raw = stats_ms(driver_ns), stats_ms(raw_ns)
     return {
         "benchmark": "pcsc_roundtrip",
         "apdu": READ_BINARY.hex().upper(),

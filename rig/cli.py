@@ -5,10 +5,16 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from rig.cli_support import fail
+
+if TYPE_CHECKING:
+    from rig.bench.lifecycle import BenchState
 
 app = typer.Typer(
     help="posrig: hardware-in-the-loop test and certification rig for payment terminals.",
@@ -20,15 +26,18 @@ bench_app = typer.Typer(help="Bring a bench up, inspect it, tear it down.", no_a
 app.add_typer(bench_app, name="bench")
 
 console = Console()
-err_console = Console(stderr=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of a table.")
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear error line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+def _running(name: str | None) -> BenchState:
+    """The bench `rig bench up` started (by name when several are up); exit 1 when none is."""
+    from rig.bench.lifecycle import find_running
+
+    try:
+        return find_running(name)
+    except FileNotFoundError as exc:
+        raise fail(str(exc), 1) from None
 
 
 def _mount(module: str, name: str, help_text: str) -> object:
@@ -85,12 +94,9 @@ def bench_status(
     as_json: bool = JsonOpt,
 ) -> None:
     """Show each process the bench started and whether it still answers on its interface."""
-    from rig.bench.lifecycle import find_running, status
+    from rig.bench.lifecycle import status
 
-    try:
-        state = find_running(name)
-    except FileNotFoundError as exc:
-        raise fail(str(exc), 1) from None
+    state = _running(name)
     rows = status(state)
     if as_json:
         print(json.dumps({"bench": state.name, "processes": rows}))
@@ -116,12 +122,9 @@ def bench_down(
     as_json: bool = JsonOpt,
 ) -> None:
     """Stop exactly what `rig bench up` started and remove its runtime folder."""
-    from rig.bench.lifecycle import find_running, tear_down
+    from rig.bench.lifecycle import tear_down
 
-    try:
-        state = find_running(name)
-    except FileNotFoundError as exc:
-        raise fail(str(exc), 1) from None
+    state = _running(name)
     stopped = tear_down(state)
     if as_json:
         print(json.dumps({"bench": state.name, "stopped": stopped}))

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from simproc import launch, stop
 
 from drivers.cardsim import CardSimulatorControl
 from drivers.pcsc import PcscReader
@@ -37,29 +38,16 @@ RIG_CARD = [sys.executable, "-m", "rig.cli", "card"]
 @pytest.fixture(scope="module")
 def host() -> Iterator[dict[str, Any]]:
     with ensure_pcscd():
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rig.cli",
-                "card",
-                "serve",
-                str(FIRST),
-                "--port",
-                str(vpcd_port(INDEX)),
-            ],
-            stdout=subprocess.PIPE,
+        proc, ready = launch(
+            "rig.cli", "card", "serve", str(FIRST), "--port", str(vpcd_port(INDEX))
         )
         try:
-            assert proc.stdout is not None
-            ready = json.loads(proc.stdout.readline())
             assert ready["ready"], ready
             ctl = CardSimulatorControl(ready["endpoints"]["control"])
             yield {"control": ctl, "reader": ready["endpoints"]["reader"]}
             ctl.close()
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop(proc, timeout=10)
 
 
 def capture(reader: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ All keys, PINs and PANs come from the shipped TEST profiles."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psec.mac import generate_cbc_mac
 from pyemv import cvn as pyemv_cvn
+from simproc import launch, stop
 from smartcard import scard
 
 from drivers.cardsim import CardSimulatorControl, CardSimulatorError
@@ -54,35 +54,20 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("cardhost")
     trace = tmp / "card.jsonl"
     with ensure_pcscd():
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rig.cli",
-                "card",
-                "serve",
-                str(PURSE),
-                "--port",
-                str(vpcd_port(INDEX)),
-                "--mute-timeout",
-                "0.5",
-                "--transcript",
-                str(trace),
-                "--state-dir",
-                str(tmp / "state"),
-            ],
-            stdout=subprocess.PIPE,
-        )
+        proc, ready = launch(
+            "rig.cli", "card", "serve", str(PURSE),
+            "--port", str(vpcd_port(INDEX)),
+            "--mute-timeout", "0.5",
+            "--transcript", str(trace),
+            "--state-dir", str(tmp / "state"),
+        )  # fmt: skip
         try:
-            assert proc.stdout is not None
-            ready = json.loads(proc.stdout.readline())
             assert ready["ready"], ready
             ctl = CardSimulatorControl(ready["endpoints"]["control"])
             yield {"control": ctl, "ready": ready, "trace": trace, "proc": proc}
             ctl.close()
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop(proc, timeout=10)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from simproc import stop
 
 from drivers.cardsim import CardSimulatorControl, CardSimulatorError
 from drivers.pcsc import PcscReader
@@ -192,11 +193,7 @@ def spawn(pcscd: list[str]) -> Iterator[Any]:
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop(proc)
 
 
 def test_pcscd_lists_both_vpcd_readers(pcscd: list[str]) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tty
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from simproc import spawn, stop
 
 from drivers.ecr import EcrTimeout
 from drivers.ecr import messages as m
@@ -27,60 +26,30 @@ OFFLINE = 0x1A
 COVER_OPEN_CAUSE = 0x16
 
 
-def start_sim(args: list[str]) -> tuple[subprocess.Popen[bytes], dict]:
-    """Start a simulator module and return it with its readiness endpoints."""
-    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    if not select.select([proc.stdout], [], [], 15)[0]:
-        proc.kill()
-        raise AssertionError(f"{args[0]} did not announce readiness")
-    line = json.loads(proc.stdout.readline())
-    assert line["ready"], line
-    return proc, line["endpoints"]
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 class Bench:
     def __init__(self, root: Path) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ends: dict[str, str] = {}
         for cable in ("ecr", "printer", "scanner"):
-            proc, ends = start_sim(
-                [
-                    "rig.bench.sim.nullmodem",
-                    "--a",
-                    str(root / cable),
-                    "--b",
-                    str(root / f"dut-{cable}"),
-                ]
+            proc, ends = spawn(
+                "nullmodem", "--a", str(root / cable), "--b", str(root / f"dut-{cable}")
             )
             self.procs.append(proc)
             self.ends[cable] = ends["a"]
             self.ends[f"dut-{cable}"] = ends["b"]
         self.state = root / "state"
-        self.dut, self.dut_endpoints = start_sim(
-            [
-                "rig.bench.sim.dut",
-                "--ecr",
-                self.ends["dut-ecr"],
-                "--printer",
-                self.ends["dut-printer"],
-                "--scanner",
-                self.ends["dut-scanner"],
-                "--state-dir",
-                str(self.state),
-                "--name",
-                "DUT-T1",
-            ]
+        self.dut, self.dut_endpoints = spawn(
+            "dut",
+            "--ecr",
+            self.ends["dut-ecr"],
+            "--printer",
+            self.ends["dut-printer"],
+            "--scanner",
+            self.ends["dut-scanner"],
+            "--state-dir",
+            str(self.state),
+            "--name",
+            "DUT-T1",
         )
         self.printer = _open_raw(self.ends["printer"])
         self.scanner = _open_raw(self.ends["scanner"])
@@ -235,18 +204,16 @@ def test_power_cut_then_restart_on_the_same_cables(tmp_path: Path) -> None:
         with pytest.raises(EcrTimeout):
             b.link.request(m.request("ping"), timeout=0.5)
         assert time.monotonic() - start < 5
-        b.dut, _ = start_sim(
-            [
-                "rig.bench.sim.dut",
-                "--ecr",
-                b.ends["dut-ecr"],
-                "--printer",
-                b.ends["dut-printer"],
-                "--scanner",
-                b.ends["dut-scanner"],
-                "--name",
-                "DUT-T2",
-            ]
+        b.dut, _ = spawn(
+            "dut",
+            "--ecr",
+            b.ends["dut-ecr"],
+            "--printer",
+            b.ends["dut-printer"],
+            "--scanner",
+            b.ends["dut-scanner"],
+            "--name",
+            "DUT-T2",
         )
         assert b.link.request(m.request("ping"))["name"] == "DUT-T2"
     finally:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import select
 import subprocess
-import sys
 import threading
 import time
 import tty
@@ -15,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from simproc import Procs
 
 from drivers.ecr import EcrLink, EcrMessageError, EcrNakLimit, EcrPortGone, EcrTimeout
 from drivers.ecr import messages as m
@@ -25,35 +24,12 @@ from rig.evidence import Transcript, read_transcript
 FAST = {"ack_timeout": 0.3, "inter_char_timeout": 0.1, "response_timeout": 2.0}
 
 
-def start_sim(args: list[str]) -> tuple[subprocess.Popen[bytes], dict]:
-    """Start a simulator module and return it with its readiness endpoints."""
-    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    if not select.select([proc.stdout], [], [], 15)[0]:
-        proc.kill()
-        raise AssertionError(f"{args[0]} did not announce readiness")
-    line = json.loads(proc.stdout.readline())
-    assert line["ready"], line
-    return proc, line["endpoints"]
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
 def peer(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
-    procs: list[subprocess.Popen[bytes]] = []
+    procs = Procs()
 
     def start(mode: str = "normal", count: int | None = None) -> tuple[subprocess.Popen, str]:
         args = [
-            "rig.bench.sim.ecr_peer",
             "--link",
             str(tmp_path / "ecr"),
             "--mode",
@@ -65,13 +41,11 @@ def peer(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes]
         ]
         if count is not None:
             args += ["--count", str(count)]
-        proc, endpoints = start_sim(args)
-        procs.append(proc)
+        proc, endpoints = procs.spawn("ecr_peer", *args)
         return proc, endpoints["port"]
 
     yield start
-    for proc in procs:
-        stop(proc)
+    procs.stop_all()
 
 
 @pytest.fixture

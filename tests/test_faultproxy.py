@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+from simproc import launch, spawn, stop
 
 from drivers.netproxy import FaultProxyControl, FaultProxyError
 from rig.bench.sim.faultproxy import corrupt
 
 
-def start(module: str, *args: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", f"rig.bench.sim.{module}", *args], stdout=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    ready = json.loads(proc.stdout.readline())
-    if not ready.get("ready"):
-        proc.kill()
-        proc.wait()
-        raise AssertionError(ready)
-    return proc, ready["endpoints"]
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def echo_host() -> Iterator[str]:
-    proc, ends = start("echohost", "--listen", "127.0.0.1:0", "--framing", "len2")
+    proc, ends = spawn("echohost", "--listen", "127.0.0.1:0", "--framing", "len2")
     try:
         yield ends["listen"]
     finally:
@@ -46,7 +25,7 @@ def echo_host() -> Iterator[str]:
 
 @pytest.fixture
 def proxy(echo_host: str) -> Iterator[tuple[str, FaultProxyControl]]:
-    proc, ends = start(
+    proc, ends = spawn(
         "faultproxy",
         "--listen", "127.0.0.1:0",
         "--upstream", echo_host,
@@ -195,7 +174,7 @@ def test_upstream_down_closes_client_and_counts() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
-    proc, ends = start(
+    proc, ends = spawn(
         "faultproxy", "--listen", "127.0.0.1:0", "--upstream", dead, "--control", "127.0.0.1:0"
     )
     try:
@@ -208,22 +187,16 @@ def test_upstream_down_closes_client_and_counts() -> None:
 
 
 def test_bad_arguments_announce_failure() -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rig.bench.sim.faultproxy",
-            "--listen",
-            "nowhere",
-            "--upstream",
-            "127.0.0.1:1",
-            "--control",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    out, _ = proc.communicate(timeout=10)
-    line = json.loads(out.splitlines()[0])
+    proc, line = launch(
+        "rig.bench.sim.faultproxy",
+        "--listen", "nowhere",
+        "--upstream", "127.0.0.1:1",
+        "--control", "127.0.0.1:0",
+    )  # fmt: skip
+    try:
+        proc.wait(timeout=10)
+    finally:
+        stop(proc)
     assert line["ready"] is False and "HOST:PORT" in line["error"]
 
 
@@ -234,9 +207,9 @@ def test_corrupt_helper_offsets() -> None:
 
 
 def test_unframed_mode_relays_chunks() -> None:
-    echo, echo_ends = start("echohost", "--listen", "127.0.0.1:0")
+    echo, echo_ends = spawn("echohost", "--listen", "127.0.0.1:0")
     try:
-        proc, ends = start(
+        proc, ends = spawn(
             "faultproxy",
             "--listen", "127.0.0.1:0",
             "--upstream", echo_ends["listen"],

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from simproc import stop
 from smartcard.ATR import ATR as PyscardATR
 
 from drivers.cardsim import CardSimulatorControl
@@ -47,8 +48,7 @@ def sim() -> Iterator[dict[str, Any]]:
             yield {"endpoints": ready["endpoints"], "control": control}
             control.close()
         finally:
-            proc.terminate()
-            proc.wait(timeout=5)
+            stop(proc)
 
 
 @pytest.fixture

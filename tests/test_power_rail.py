@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
 import time
@@ -15,14 +14,13 @@ import pytest
 import serial
 from hypothesis import given
 from hypothesis import strategies as st
+from simproc import Procs
 
 from drivers.power import PowerSwitch, RelayPowerSwitch
 from drivers.psu import ScpiPowerSupply
 from drivers.relay_lcus import LcusRelay
 from drivers.relay_numato import NumatoRelay
 from rig.bench.sim.rail import RailError, dut_alive, dut_pid, parse_config, pid_alive
-
-REPO = Path(__file__).resolve().parents[1]
 
 DUT_SCRIPT = """
 import os, pathlib, signal, subprocess, sys, time
@@ -75,30 +73,13 @@ def reaped(pid: int) -> bool:
 
 @pytest.fixture
 def sims():
-    procs: list[subprocess.Popen[bytes]] = []
+    procs = Procs()
 
     def start(module: str, *args: str) -> tuple[subprocess.Popen[bytes], dict]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"rig.bench.sim.{module}", *args],
-            stdout=subprocess.PIPE,
-            cwd=REPO,
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        assert select.select([proc.stdout], [], [], 10)[0], f"{module}: no readiness line"
-        return proc, json.loads(proc.stdout.readline())
+        return procs.launch(f"rig.bench.sim.{module}", *args)
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    procs.stop_all()
 
 
 def start_relay(sims, rail: Path, link: Path, module: str = "relay_lcus") -> str:

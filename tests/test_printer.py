@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import serial
+from simproc import spawn, stop
 
 from drivers.escpos import EscPosBuilder
 from drivers.printer import PrinterError, PrinterState, SerialPrinterEmulator
@@ -19,26 +18,11 @@ from rig.evidence import Transcript, read_transcript
 
 @pytest.fixture
 def cable(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rig.bench.sim.nullmodem",
-            "--a",
-            str(tmp_path / "A"),
-            "--b",
-            str(tmp_path / "B"),
-        ],
-        stdout=subprocess.PIPE,
-    )
+    proc, ends = spawn("nullmodem", "--a", str(tmp_path / "A"), "--b", str(tmp_path / "B"))
     try:
-        assert proc.stdout is not None
-        ready = json.loads(proc.stdout.readline())
-        assert ready["ready"], ready
-        yield proc, ready["endpoints"]["a"], ready["endpoints"]["b"]
+        yield proc, ends["a"], ends["b"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+        stop(proc)
 
 
 @pytest.fixture

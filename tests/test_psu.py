@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from simproc import Procs
 
 from drivers.power import PowerSwitch, PsuPowerSwitch
 from drivers.psu import (
@@ -28,49 +26,16 @@ from drivers.psu import (
 )
 from rig.evidence import Transcript, read_transcript
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def start_psu(*args: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rig.bench.sim.psu_scpi", "--listen", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE,
-        cwd=REPO,
-    )
-    assert proc.stdout is not None
-    if not select.select([proc.stdout], [], [], 10)[0]:
-        proc.kill()
-        proc.wait()
-        raise AssertionError("PSU simulator gave no readiness line in 10 s")
-    line = json.loads(proc.stdout.readline())
-    assert line.get("ready"), line
-    return proc, line["endpoints"]
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
 
 @pytest.fixture
 def psu_sim():
-    procs: list[subprocess.Popen[bytes]] = []
+    procs = Procs()
 
     def start(*args: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-        proc, endpoints = start_psu(*args)
-        procs.append(proc)
-        return proc, endpoints
+        return procs.spawn("psu_scpi", "--listen", "127.0.0.1:0", *args)
 
     yield start
-    for proc in procs:
-        stop(proc)
+    procs.stop_all()
 
 
 def test_readiness_endpoints(psu_sim) -> None:

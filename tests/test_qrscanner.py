@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import serial
+from simproc import spawn, stop
 
 from drivers.qrscanner import QrScannerError, SerialQrScanner
 from rig.evidence import Transcript, read_transcript
@@ -35,26 +33,11 @@ def crc16_ccitt_false(data: bytes) -> int:
 
 @pytest.fixture
 def ends(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rig.bench.sim.nullmodem",
-            "--a",
-            str(tmp_path / "A"),
-            "--b",
-            str(tmp_path / "B"),
-        ],
-        stdout=subprocess.PIPE,
-    )
+    proc, cable = spawn("nullmodem", "--a", str(tmp_path / "A"), "--b", str(tmp_path / "B"))
     try:
-        assert proc.stdout is not None
-        ready = json.loads(proc.stdout.readline())
-        assert ready["ready"], ready
-        yield ready["endpoints"]["a"], ready["endpoints"]["b"]
+        yield cable["a"], cable["b"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+        stop(proc)
 
 
 def read_until(port: serial.Serial, terminator: bytes) -> bytes:

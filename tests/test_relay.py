@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 import serial
 from hypothesis import given
 from hypothesis import strategies as st
+from simproc import Procs, stop
 
 from drivers.relay import (
     RelayBoard,
@@ -27,53 +25,20 @@ from drivers.relay_lcus import LcusRelay, decode_feedback, decode_status, encode
 from drivers.relay_numato import NumatoRelay, parse_reply, relay_index
 from rig.evidence import Transcript, read_transcript
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def start_sim(module: str, *args: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    """Start `python -m rig.bench.sim.<module>` and wait for its readiness line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", f"rig.bench.sim.{module}", *args],
-        stdout=subprocess.PIPE,
-        cwd=REPO,
-    )
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 10)
-    if not ready:
-        stop_sim(proc)
-        raise AssertionError(f"{module} simulator gave no readiness line in 10 s")
-    line = json.loads(proc.stdout.readline())
-    assert line.get("ready"), line
-    return proc, line["endpoints"]
-
-
-def stop_sim(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
 
 @pytest.fixture
 def sim(tmp_path: Path):
     """Factory: start a simulator with a pty link under tmp_path; every one is stopped after."""
-    procs: list[subprocess.Popen[bytes]] = []
+    procs = Procs()
 
     def start(module: str, *args: str, name: str = "relay") -> tuple[subprocess.Popen[bytes], str]:
-        link = tmp_path / f"{name}-{len(procs)}"
-        proc, endpoints = start_sim(module, "--link", str(link), *args)
-        procs.append(proc)
+        link = tmp_path / f"{name}-{len(procs.procs)}"
+        proc, endpoints = procs.spawn(module, "--link", str(link), *args)
         assert endpoints["port"] == str(link)
         return proc, endpoints["port"]
 
     yield start
-    for proc in procs:
-        stop_sim(proc)
+    procs.stop_all()
 
 
 # --- LCUS: published command frames -------------------------------------------------------------
@@ -291,5 +256,5 @@ def test_parse_reply_fuzz(command: str, raw: bytes) -> None:
 def test_pty_link_removed_on_sigterm(sim, tmp_path: Path) -> None:
     proc, port = sim("relay_numato", "--channels", "1")
     assert os.path.islink(port)
-    stop_sim(proc)
+    stop(proc)
     assert not os.path.lexists(port)

@@ -5,31 +5,23 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from rig.bench.pcscd import DEFAULT_VPCD_PORT
+from rig.cli_support import fail
 
 app = typer.Typer(
     help="Card simulator: serve a card profile, capture a real card.", no_args_is_help=True
 )
 
 
-def _fail(message: str, as_json: bool) -> typer.Exit:
-    if as_json:
-        sys.stderr.write(json.dumps({"ok": False, "error": message}) + "\n")
-    else:
-        sys.stderr.write(f"error: {message}\n")
-    return typer.Exit(2)
-
-
 def _endpoint(text: str, option: str, as_json: bool) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise _fail(f"{option} {text!r}: expected host:port, e.g. 127.0.0.1:0", as_json)
+        raise fail(f"{option} {text!r}: expected host:port, e.g. 127.0.0.1:0", as_json=as_json)
     return host, int(port)
 
 
@@ -69,17 +61,17 @@ def serve(
     from rig.profiles.capture import load_for_serving
 
     if interface not in ("contact", "contactless"):
-        raise _fail(f"--interface {interface!r}: use contact or contactless", as_json)
+        raise fail(f"--interface {interface!r}: use contact or contactless", as_json=as_json)
     if not 1 <= port <= 65535:
-        raise _fail(f"--port {port}: not a TCP port", as_json)
+        raise fail(f"--port {port}: not a TCP port", as_json=as_json)
     if mute_timeout <= 0:
-        raise _fail("--mute-timeout must be a positive number of seconds", as_json)
+        raise fail("--mute-timeout must be a positive number of seconds", as_json=as_json)
     chost, cport = _endpoint(control, "--control", as_json)
     try:
         load_for_serving(profile)
         build(profile, interface=interface)
     except (ProfileError, CardHostError) as exc:
-        raise _fail(str(exc), as_json) from None
+        raise fail(str(exc), as_json=as_json) from None
     signal.signal(signal.SIGTERM, _stop)
     code = 0
     with contextlib.suppress(KeyboardInterrupt):
@@ -124,11 +116,11 @@ def capture(
             cap = CardCapture(rdr, keep_pan=keep_pan)
             draft = cap.run(reader_name=reader, profile_id=profile_id_for(out))
     except (PcscError, CaptureError) as exc:
-        raise _fail(f"capture from {reader!r}: {exc}", as_json) from None
+        raise fail(f"capture from {reader!r}: {exc}", as_json=as_json) from None
     try:
         write_draft(draft, out)
     except OSError as exc:
-        raise _fail(f"--out {out}: cannot write ({exc.strerror})", as_json) from None
+        raise fail(f"--out {out}: cannot write ({exc.strerror})", as_json=as_json) from None
     summary = {
         "ok": True,
         "out": str(out),

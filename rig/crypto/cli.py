@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
+from rig.cli_support import fail
 from rig.crypto import dukpt, pinblock, tr31
 from rig.crypto.keys import kcv_aes_cmac, kcv_aes_ecb, kcv_tdes
 from rig.crypto.mac import aes_cmac, mac_alg1, mac_alg3
@@ -25,11 +26,11 @@ app.add_typer(pinblock_app, name="pinblock")
 app.add_typer(tr31_app, name="tr31")
 
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object.")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+FORMAT_OPT = typer.Option(..., "--format", help="ISO 9564-1 format 0, 1, 2, 3 or 4.")
+PAN_OPT = typer.Option(None, "--pan", help="Test PAN (formats 0, 3, 4).")
+PIN_KEY_OPT = typer.Option(None, "--key", help="PIN key in hex (test key).")
+BDK_OPT = typer.Option(None, "--bdk", help="DUKPT BDK in hex (test BDK).")
+KSN_OPT = typer.Option(None, "--ksn", help="DUKPT KSN in hex, 10 or 12 bytes.")
 
 
 def _run(body: Callable[[], dict[str, Any]], as_json: bool) -> None:
@@ -37,7 +38,7 @@ def _run(body: Callable[[], dict[str, Any]], as_json: bool) -> None:
     try:
         result = body()
     except CryptoError as exc:
-        _fail(str(exc))
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -157,12 +158,12 @@ def _pin_key_kcv(fmt: int, key: bytes) -> str:
 
 @pinblock_app.command("encode")
 def pinblock_encode(
-    fmt: int = typer.Option(..., "--format", help="ISO 9564-1 format 0, 1, 2, 3 or 4."),
+    fmt: int = FORMAT_OPT,
     pin: str = typer.Option(..., "--pin", help="Test PIN, 4 to 12 digits."),
-    pan: str | None = typer.Option(None, "--pan", help="Test PAN (formats 0, 3, 4)."),
-    key: str | None = typer.Option(None, "--key", help="PIN key in hex (test key)."),
-    bdk: str | None = typer.Option(None, "--bdk", help="DUKPT BDK in hex (test BDK)."),
-    ksn: str | None = typer.Option(None, "--ksn", help="DUKPT KSN in hex, 10 or 12 bytes."),
+    pan: str | None = PAN_OPT,
+    key: str | None = PIN_KEY_OPT,
+    bdk: str | None = BDK_OPT,
+    ksn: str | None = KSN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Build a clear PIN block and, given a key or BDK+KSN, encrypt it. Test keys only."""
@@ -191,12 +192,12 @@ def pinblock_encode(
 
 @pinblock_app.command("decode")
 def pinblock_decode(
-    fmt: int = typer.Option(..., "--format", help="ISO 9564-1 format 0, 1, 2, 3 or 4."),
+    fmt: int = FORMAT_OPT,
     block: str = typer.Option(..., "--block", help="Encrypted PIN block in hex."),
-    pan: str | None = typer.Option(None, "--pan", help="Test PAN (formats 0, 3, 4)."),
-    key: str | None = typer.Option(None, "--key", help="PIN key in hex (test key)."),
-    bdk: str | None = typer.Option(None, "--bdk", help="DUKPT BDK in hex (test BDK)."),
-    ksn: str | None = typer.Option(None, "--ksn", help="DUKPT KSN in hex, 10 or 12 bytes."),
+    pan: str | None = PAN_OPT,
+    key: str | None = PIN_KEY_OPT,
+    bdk: str | None = BDK_OPT,
+    ksn: str | None = KSN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decrypt a PIN block and print the PIN on this terminal only. Test keys only, never live."""

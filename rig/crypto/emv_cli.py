@@ -11,17 +11,13 @@ from typing import Annotated
 
 import typer
 
+from rig.cli_support import fail
 from rig.crypto import arqc as ac
 from rig.crypto.primitives import CryptoError, parse_hex
 
 __all__ = ["register"]
 
 Hex16 = (16,)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def _icc_mk(cvn: ac.Cvn, mk: str | None, imk: str | None, pan: str | None, psn: str) -> bytes:
@@ -112,7 +108,7 @@ def arqc_command(
         else:
             payload["arqc"] = cryptogram.hex().upper()
     except CryptoError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print(payload, as_json)
     if verify is not None and not payload["verified"]:
         raise typer.Exit(1)
@@ -170,7 +166,7 @@ def arpc_command(
             csu_b = parse_hex(csu, "--csu", (4,))
             arpc = ac.arpc_method2(key, arqc_b, csu_b, parse_hex(prop, "--prop"))
     except CryptoError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print({"cvn": spec.name, "method": chosen, "arpc": arpc.hex().upper()}, as_json)
 
 

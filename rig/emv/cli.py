@@ -8,6 +8,7 @@ from string import hexdigits
 
 import typer
 
+from rig.cli_support import fail
 from rig.emv import tlv
 from rig.emv.dictionary import describe, render_tree
 
@@ -17,11 +18,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def parse_hex(text: str) -> bytes:
@@ -59,9 +55,9 @@ def decode_cmd(
         data = parse_hex(text)
         tlvs = tlv.decode(data)
     except tlv.TlvError as e:
-        raise _fail(f"bad TLV: {e}") from None
+        raise fail(f"bad TLV: {e}") from None
     except ValueError as e:
-        raise _fail(f"bad hex: {e}") from None
+        raise fail(f"bad hex: {e}") from None
     k = kernel or None
     if as_json:
         typer.echo(

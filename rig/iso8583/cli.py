@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from rig.cli_support import fail
 from rig.iso8583 import messages
 from rig.iso8583.framing import FRAMINGS, FramingError, get_framing
 from rig.iso8583.messages import Iso8583Error
@@ -21,11 +22,6 @@ app = typer.Typer(
 FRAMING_HELP = f"Framing of the bytes: {', '.join(FRAMINGS)} or none."
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
 def _hex(text: str) -> bytes:
     cleaned = "".join(text.split())
     try:
@@ -34,7 +30,7 @@ def _hex(text: str) -> bytes:
         bad = next(
             (i for i, c in enumerate(cleaned) if c not in "0123456789abcdefABCDEF"), len(cleaned)
         )
-        raise _fail(
+        raise fail(
             f"input is not hex (character {bad}); pass the message as hex digits, spaces allowed"
         ) from None
 
@@ -46,14 +42,14 @@ def _unframe(raw: bytes, framing: str) -> list[tuple[bytes, str | None]]:
         reader = get_framing(framing, max_len=1 << 32).reader()
         frames = reader.feed(raw)
     except FramingError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     if reader.pending:
-        raise _fail(
+        raise fail(
             f"{reader.pending} bytes left after the last complete {framing} frame; "
             "is the capture cut short or the framing wrong?"
         )
     if not frames:
-        raise _fail(f"no frame found in the input with framing {framing}")
+        raise fail(f"no frame found in the input with framing {framing}")
     return [(f.payload, str(f.tpdu) if f.tpdu else None) for f in frames]
 
 
@@ -90,13 +86,13 @@ def decode(
 ) -> None:
     """Decode a message: field names, PAN masked, track/PIN block/MAC hidden, DE55 as TLV."""
     if framing != "none" and framing not in FRAMINGS:
-        raise _fail(f"unknown framing {framing!r}; valid: {', '.join(FRAMINGS)}, none")
+        raise fail(f"unknown framing {framing!r}; valid: {', '.join(FRAMINGS)}, none")
     views = []
     for payload, tpdu in _unframe(_hex(hex_message), framing):
         try:
             doc = messages.decode(payload)
         except Iso8583Error as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
         view = _view(doc)
         if tpdu:
             view["tpdu"] = tpdu
@@ -129,9 +125,9 @@ def encode(
     try:
         doc = json.loads(doc_json)
     except json.JSONDecodeError as e:
-        raise _fail(f"JSON is invalid at character {e.pos}: {e.msg}") from None
+        raise fail(f"JSON is invalid at character {e.pos}: {e.msg}") from None
     if not isinstance(doc, dict):
-        raise _fail("JSON must be an object of field number -> string")
+        raise fail("JSON must be an object of field number -> string")
     try:
         raw = messages.encode(doc)
         if framing != "none":
@@ -140,7 +136,7 @@ def encode(
             t = Tpdu.from_bytes(_hex(tpdu)) if framing == "len2-tpdu" else None
             raw = get_framing(framing).frame(raw, t)
     except (Iso8583Error, FramingError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     if as_json:
         typer.echo(json.dumps({"hex": raw.hex().upper(), "length": len(raw)}))
     else:

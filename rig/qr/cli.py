@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from rig.cli_support import fail
 from rig.qr import cpm, mpm
 
 app = typer.Typer(
@@ -15,11 +16,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def _mpm_view(payload: str) -> dict[str, Any]:
@@ -60,14 +56,14 @@ def decode(
         try:
             view = {"mode": "CPM", **cpm.to_dict(cpm.decode(payload))}
         except cpm.CpmError as e:
-            raise _fail(f"consumer-presented payload: {e}") from None
+            raise fail(f"consumer-presented payload: {e}") from None
         if as_json:
             typer.echo(json.dumps(view, ensure_ascii=False))
         else:
             typer.echo(json.dumps(view, ensure_ascii=False, indent=2))
         return
     if not payload.startswith("00"):
-        raise _fail(
+        raise fail(
             "not a QR payment payload: MPM text starts with 000201, CPM is base64 starting 'hQ'"
         )
     view = _mpm_view(payload)
@@ -110,10 +106,10 @@ def encode(
             reference=reference,
         )
     except mpm.MpmError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     problems = mpm.validate(payload)
     if problems:
-        raise _fail("; ".join(str(p) for p in problems))
+        raise fail("; ".join(str(p) for p in problems))
     if as_json:
         typer.echo(json.dumps({"payload": payload, "crc": payload[-4:]}, ensure_ascii=False))
     else:

@@ -42,7 +42,12 @@ from typing import Any
 
 from drivers.iso7816 import describe_command, describe_sw
 from rig.bench.pcscd import DEFAULT_VPCD_PORT, VPCD_SLOTS, vpcd_port, vpcd_reader_name
-from rig.bench.sim.common import announce_failure, announce_ready, exit_on_sigterm
+from rig.bench.sim.common import (
+    announce_failure,
+    announce_ready,
+    exit_on_sigterm,
+    read_readiness,
+)
 from rig.card import trace
 from rig.card.application import CardApplication
 from rig.card.faults import FaultError, FaultyCard
@@ -440,12 +445,7 @@ def spawn(
         ],
         stdout=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    try:
-        ready = json.loads(line)
-    except json.JSONDecodeError:
-        ready = {"ready": False, "error": f"no readiness line (got {line[:200]!r})"}
+    ready = read_readiness(proc)
     return proc, ready
 
 

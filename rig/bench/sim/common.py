@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
+import subprocess
 import sys
 import termios
 import tty
@@ -60,3 +62,18 @@ def exit_on_sigterm() -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _stop)
+
+
+def read_readiness(proc: subprocess.Popen[bytes], timeout: float | None = None) -> dict[str, Any]:
+    """A started simulator's readiness line; silence past `timeout` s or garble reads as failure."""
+    assert proc.stdout is not None
+    if timeout is not None and not select.select([proc.stdout], [], [], timeout)[0]:
+        return {"ready": False, "error": f"no readiness line within {timeout:g} s"}
+    line = proc.stdout.readline()
+    try:
+        ready = json.loads(line)
+    except json.JSONDecodeError:
+        ready = None
+    if not isinstance(ready, dict):
+        return {"ready": False, "error": f"no readiness line (got {line[:200]!r})"}
+    return ready

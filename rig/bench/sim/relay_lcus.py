@@ -16,20 +16,15 @@ Readiness endpoints: port=PATH.
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
-import sys
-
-from rig.bench.sim.common import PtyLink, announce_failure, announce_ready, exit_on_sigterm
-from rig.bench.sim.rail import RailError, RailFeed, install_reaper, load_config
+from rig.bench.sim.rail import RailFeed
+from rig.bench.sim.serial_device import SimulatedRelayBoard, relay_parser, run
 
 START = 0xA0
 STATUS_QUERY = 0xFF
 
 
-class LcusBoard:
-    """The board's relays and its reaction to each complete command."""
+class LcusBoard(SimulatedRelayBoard):
+    """The board's relays (numbered from 1) and its reaction to each complete command."""
 
     def __init__(
         self,
@@ -40,15 +35,9 @@ class LcusBoard:
         die_after: int = -1,
         silent: bool = False,
     ) -> None:
-        self.relays = [False] * (channels + 1)
+        super().__init__(channels + 1, feed, feeds, corrupt_after, die_after)
         self.channels = channels
-        self.feed = feed
-        self.feeds = feeds
-        self.corrupt_after = corrupt_after
-        self.die_after = die_after
         self.silent = silent
-        self.answers = 0
-        self.commands = 0
         self.buffer = bytearray()
 
     def feed_bytes(self, data: bytes) -> bytes:
@@ -72,11 +61,6 @@ class LcusBoard:
                 del self.buffer[0]
         return bytes(out)
 
-    def _count_command(self) -> None:
-        if 0 <= self.die_after <= self.commands:
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.commands += 1
-
     def _frame(self, frame: bytes) -> bytes:
         _, channel, op, check = frame
         if check != (START + channel + op) & 0xFF or not 1 <= channel <= self.channels:
@@ -94,11 +78,6 @@ class LcusBoard:
         state = int(self.relays[channel])
         return self._answer(bytes((START, channel, state, (START + channel + state) & 0xFF)))
 
-    def _switch(self, channel: int, on: bool) -> None:
-        self.relays[channel] = on
-        if self.feed is not None and channel == self.feeds:
-            self.feed.set(on)
-
     def _status(self) -> bytes:
         return b"".join(
             f"CH{n}:{'ON' if self.relays[n] else 'OFF'} \r\n".encode("ascii")
@@ -108,61 +87,24 @@ class LcusBoard:
     def _answer(self, data: bytes) -> bytes:
         if self.silent:
             return b""
-        self.answers += 1
-        if 0 <= self.corrupt_after < self.answers:
+        if self._corrupt_answer():
             if data[0] == START:
                 return data[:3] + bytes(((data[3] ^ 0x5A),))
             return data.replace(b"ON", b"0N").replace(b"OFF", b"0FF")
         return data
 
 
-def serve(link: PtyLink, board: LcusBoard) -> None:
-    """Answer commands on the pty until terminated."""
-    while True:
-        try:
-            data = os.read(link.master, 256)
-        except OSError:
-            continue
-        reply = board.feed_bytes(data)
-        if reply:
-            os.write(link.master, reply)
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--link", required=True, help="symlink path of the board's serial port")
-    parser.add_argument("--channels", type=int, default=4, choices=range(1, 9), metavar="1..8")
-    parser.add_argument("--rail-dir", help="power-rail folder shared with the other sources")
-    parser.add_argument("--rail-source", help="this board's source name in rail.json (relay:N)")
-    parser.add_argument("--feeds", type=int, default=1, help="channel that feeds the DUT")
-    parser.add_argument("--corrupt-after", type=int, default=-1, metavar="N")
-    parser.add_argument("--die-after", type=int, default=-1, metavar="N")
+    parser = relay_parser(__doc__, "board", 8, "channel that feeds the DUT")
     parser.add_argument("--silent", action="store_true")
     args = parser.parse_args(argv)
-    exit_on_sigterm()
-    feed = None
-    if args.rail_dir:
-        try:
-            load_config(args.rail_dir)
-            feed = RailFeed(args.rail_dir, args.rail_source or f"relay:{args.feeds}")
-        except RailError as exc:
-            announce_failure(str(exc))
-            sys.exit(2)
-        install_reaper()
-        feed.set(False)
-    board = LcusBoard(
-        args.channels, feed, args.feeds, args.corrupt_after, args.die_after, args.silent
-    )
-    link = PtyLink(args.link)
-    try:
-        announce_ready(port=str(link.link))
-        serve(link, board)
-    finally:
-        link.close()
-        if feed is not None:
-            feed.set(False)
+
+    def board(feed: RailFeed | None) -> LcusBoard:
+        return LcusBoard(
+            args.channels, feed, args.feeds, args.corrupt_after, args.die_after, args.silent
+        )
+
+    run(args, board)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,8 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
-import sys
-
-from rig.bench.sim.common import PtyLink, announce_failure, announce_ready, exit_on_sigterm
-from rig.bench.sim.rail import RailError, RailFeed, install_reaper, load_config
+from rig.bench.sim.rail import RailFeed
+from rig.bench.sim.serial_device import SimulatedRelayBoard, relay_parser, run
 
 VERSION = "00000008"
 BOARD_ID = "00000000"
@@ -37,7 +32,7 @@ def wire_index(name: str) -> int | None:
     return None
 
 
-class NumatoBoard:
+class NumatoBoard(SimulatedRelayBoard):
     """The module's relays and its command line."""
 
     def __init__(
@@ -48,14 +43,8 @@ class NumatoBoard:
         corrupt_after: int = -1,
         die_after: int = -1,
     ) -> None:
+        super().__init__(channels, feed, feeds - 1, corrupt_after, die_after)
         self.channels = channels
-        self.relays = [False] * channels
-        self.feed = feed
-        self.feed_index = feeds - 1
-        self.corrupt_after = corrupt_after
-        self.die_after = die_after
-        self.answers = 0
-        self.commands = 0
         self.line = bytearray()
 
     def feed_bytes(self, data: bytes) -> bytes:
@@ -77,9 +66,7 @@ class NumatoBoard:
     def _execute(self, command: str) -> bytes:
         if not command:
             return b""
-        if 0 <= self.die_after <= self.commands:
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.commands += 1
+        self._count_command()
         words = command.split()
         answer: str | None = None
         if words == ["ver"]:
@@ -107,61 +94,19 @@ class NumatoBoard:
         return answer.encode("ascii") + b"\n\r"
 
     def _maybe_corrupt(self, answer: str) -> str:
-        self.answers += 1
-        if 0 <= self.corrupt_after < self.answers:
+        if self._corrupt_answer():
             return answer[:-1] + "#"
         return answer
 
-    def _switch(self, index: int, on: bool) -> None:
-        self.relays[index] = on
-        if self.feed is not None and index == self.feed_index:
-            self.feed.set(on)
-
-
-def serve(link: PtyLink, board: NumatoBoard) -> None:
-    """Answer commands on the pty until terminated."""
-    while True:
-        try:
-            data = os.read(link.master, 256)
-        except OSError:
-            continue
-        reply = board.feed_bytes(data)
-        if reply:
-            os.write(link.master, reply)
-
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--link", required=True, help="symlink path of the module's serial port")
-    parser.add_argument("--channels", type=int, default=4, choices=range(1, 33), metavar="1..32")
-    parser.add_argument("--rail-dir", help="power-rail folder shared with the other sources")
-    parser.add_argument("--rail-source", help="this board's source name in rail.json (relay:N)")
-    parser.add_argument("--feeds", type=int, default=1, help="1-based channel that feeds the DUT")
-    parser.add_argument("--corrupt-after", type=int, default=-1, metavar="N")
-    parser.add_argument("--die-after", type=int, default=-1, metavar="N")
+    parser = relay_parser(__doc__, "module", 32, "1-based channel that feeds the DUT")
     args = parser.parse_args(argv)
-    exit_on_sigterm()
-    feed = None
-    if args.rail_dir:
-        try:
-            load_config(args.rail_dir)
-            feed = RailFeed(args.rail_dir, args.rail_source or f"relay:{args.feeds}")
-        except RailError as exc:
-            announce_failure(str(exc))
-            sys.exit(2)
-        install_reaper()
-        feed.set(False)
-    board = NumatoBoard(args.channels, feed, args.feeds, args.corrupt_after, args.die_after)
-    link = PtyLink(args.link)
-    try:
-        announce_ready(port=str(link.link))
-        serve(link, board)
-    finally:
-        link.close()
-        if feed is not None:
-            feed.set(False)
+
+    def board(feed: RailFeed | None) -> NumatoBoard:
+        return NumatoBoard(args.channels, feed, args.feeds, args.corrupt_after, args.die_after)
+
+    run(args, board)
 
 
 if __name__ == "__main__":
