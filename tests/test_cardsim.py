@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from simproc import stop
 
 from drivers.cardsim import CardSimulatorControl, CardSimulatorError
-from drivers.pcsc import PcscReader
+from drivers.pcsc import PcscError, PcscReader
 from rig.bench.pcscd import (
     PcscdError,
     ensure_pcscd,
@@ -263,6 +263,28 @@ def test_simulator_transcript_holds_rx_and_tx(spawn: Any, tmp_path: Path) -> Non
     assert apdus[3]["decoded"]["sw"] == "9000"
     assert all(e["instrument"] == "cardsim" for e in entries)
     assert any(e.get("decoded") == {"vpcd": "power on"} for e in entries)
+
+
+def test_pin_commands_never_reach_the_simulator_transcript(spawn: Any, tmp_path: Path) -> None:
+    """VERIFY answered, and VERIFY held by a muted card: both recorded as a length only."""
+    path = tmp_path / "cardsim.jsonl"
+    sim = spawn("--transcript", str(path), "--mute-timeout", "0.3")
+    verify = bytes.fromhex("0020008008241234FFFFFFFFFF")  # TEST PIN 1234, format 2
+    with (
+        CardSimulatorControl(sim["endpoints"]["control"]) as ctl,
+        PcscReader(sim["endpoints"]["reader"]) as reader,
+    ):
+        reader.connect()
+        reader.transmit(verify)
+        ctl.mute(True, 0.3)
+        with pytest.raises(PcscError):
+            reader.transmit(verify)
+        ctl.mute(False)
+    sim["proc"].send_signal(signal.SIGTERM)
+    assert sim["proc"].wait(timeout=5) == 0
+    commands = [e for e in read_transcript(path) if e.get("len") == len(verify)]
+    assert len(commands) >= 2 and any("held" in e.get("error", "") for e in commands)
+    assert all("241234" not in e["raw"] for e in commands)
 
 
 def test_control_refusals_are_clear(spawn: Any) -> None:

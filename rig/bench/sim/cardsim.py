@@ -215,7 +215,13 @@ class CardSlot:
             return True
         with self._cond:
             self._held += 1
-            self.transcript.record(Direction.RX, apdu, describe_command(apdu), error="held: mute")
+            self.transcript.record(
+                Direction.RX,
+                apdu,
+                describe_command(apdu),
+                error="held: mute",
+                sensitive=trace.is_sensitive(apdu),
+            )
             try:
                 answered = self._cond.wait_for(
                     lambda: not self._muted or self._link is None, self.mute_timeout
@@ -243,11 +249,11 @@ class CardSlot:
                 Direction.RX,
                 apdu,
                 trace.command_entry(apdu),
-                sensitive=len(apdu) > 1 and apdu[1] in trace.SENSITIVE_INS,
+                sensitive=trace.is_sensitive(apdu),
             )
             record(Direction.TX, resp, trace.response_entry(apdu, resp))
             return
-        record(Direction.RX, apdu, describe_command(apdu))
+        record(Direction.RX, apdu, describe_command(apdu), sensitive=trace.is_sensitive(apdu))
         if len(resp) < 2:
             record(Direction.TX, resp, None, error="no answer")
             return
@@ -258,7 +264,11 @@ class CardSlot:
 
     def _on_error(self, apdu: bytes, exc: Exception) -> None:
         self.transcript.record(
-            Direction.RX, apdu, describe_command(apdu), error=f"application failed: {exc!r}"
+            Direction.RX,
+            apdu,
+            describe_command(apdu),
+            error=f"application failed: {exc!r}",
+            sensitive=trace.is_sensitive(apdu),
         )
 
     def _run(self, link: VpcdLink) -> None:
