@@ -404,24 +404,47 @@ def arqc_verifies(path: Path, flow: dict[str, Any]) -> tuple[bool, bool | None]:
     return mine, ref.generate_ac(**args) == flow["ac"]
 
 
-@pytest.mark.parametrize(
-    ("name", "pyemv_checks"),
-    [
-        ("visa-signature", True),
-        ("mc-debit-cda", True),
-        ("mc-sda-offline-plaintext-pin", True),
-        ("unionpay-debit-pboc", None),
-    ],
-)
-def test_emv_flow_cryptogram_verifies_per_profile(
-    ctl: CardSimulatorControl, name: str, pyemv_checks: bool | None
-) -> None:
+def _contact_emv_profiles() -> list[str]:
+    """Every shipped EMV profile whose contact chip answers and is not blocked."""
+    names = []
+    for path in sorted(PROFILES.glob("*.yaml")):
+        profile = load_profile(path)
+        if profile.kind != "emv" or "contact" not in profile.interfaces:
+            continue
+        if profile.faults.mute or profile.risk.application_blocked:
+            continue  # their own tests below
+        names.append(profile.id)
+    return names
+
+
+def test_every_contact_emv_profile_runs_the_flow() -> None:
+    assert len(_contact_emv_profiles()) >= 12
+
+
+def test_blocked_application_answers_6283_through_pcsc(ctl: CardSimulatorControl) -> None:
+    path = PROFILES / "visa-app-blocked.yaml"
+    use(ctl, path)
+    aid = bytes.fromhex(load_profile(path).applications[0].aid)
+    with connected() as rdr:
+        _, sw = rdr.transmit(bytes([0x00, 0xA4, 0x04, 0x00, len(aid)]) + aid + b"\x00")
+    assert sw == 0x6283
+
+
+def test_muted_chip_profile_gives_a_mute_card_for_fallback(ctl: CardSimulatorControl) -> None:
+    use(ctl, PROFILES / "visa-chip-fallback.yaml")
+    with connected() as rdr, pytest.raises(PcscTimeout):
+        rdr.transmit(bytes.fromhex("00A404000E315041592E5359532E444446303100"))
+
+
+@pytest.mark.parametrize("name", _contact_emv_profiles())
+def test_emv_flow_cryptogram_verifies_per_profile(ctl: CardSimulatorControl, name: str) -> None:
     path = PROFILES / f"{name}.yaml"
     use(ctl, path)
     with connected() as rdr:
         flow = emv_flow(rdr, bytes.fromhex(load_profile(path).applications[0].aid))
     assert flow["cid"] & 0xC0 in (0x00, 0x40, 0x80)
-    assert arqc_verifies(path, flow) == (True, pyemv_checks)
+    cvn = load_profile(path).applications[0].crypto.cvn
+    assert arqc_verifies(path, flow) == (True, True if cvn in PYEMV else None)
 
 
 def test_emv_read_and_arqc_verifies_with_profile_keys(ctl: CardSimulatorControl) -> None:
