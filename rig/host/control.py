@@ -3,7 +3,8 @@
 Requests are one JSON object per line, `{"cmd": NAME, ...}`; each gets one line back,
 `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. Commands:
 `status`, `force` (rc, delay_ms, no_answer, drop_connection, malformed, count), `pause`,
-`resume`, `clear`, `journal` (limit; always masked). Tests and `rig host ctl` use `HostControl`.
+`resume`, `clear`, `journal` (limit; always masked), `diag` (stall diagnostics since the last
+reset; `reset`). Tests and `rig host ctl` use `HostControl`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from rig.host.server import HostServer
 
 ACTION_FIELDS = ("rc", "delay_ms", "no_answer", "drop_connection", "malformed")
-COMMANDS = ("status", "force", "pause", "resume", "clear", "journal")
+COMMANDS = ("status", "force", "pause", "resume", "clear", "journal", "diag")
 _MAX_LINE = 65536
 
 
@@ -121,6 +122,15 @@ class ControlServer:
         self.host.rules.pause(False)
         return {"cleared": True, "paused": False}
 
+    def _diag(self, req: dict[str, Any]) -> dict[str, Any]:
+        reset = req.get("reset", False)
+        if not isinstance(reset, bool):
+            raise ControlError(f"reset must be true or false, not {reset!r}")
+        snap = self.host.stalls.snapshot()
+        if reset:
+            self.host.stalls.reset()
+        return snap
+
     def _journal(self, req: dict[str, Any]) -> list[dict[str, Any]]:
         limit = req.get("limit")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -204,6 +214,10 @@ class HostControl:
 
     def clear(self) -> dict[str, Any]:
         return self.call("clear")
+
+    def diag(self, reset: bool = False) -> dict[str, Any]:
+        """Stall diagnostics since the last reset (GC, loop lag, commits, checkpoints)."""
+        return self.call("diag", reset=reset)
 
     def journal(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Journal rows, PANs masked (newest last)."""

@@ -167,13 +167,19 @@ class Journal:
     """Durable, group-committed journal of the host's request/response pairs."""
 
     def __init__(
-        self, path: str | Path, *, group_window: float = 0.002, max_batch: int = 512
+        self,
+        path: str | Path,
+        *,
+        group_window: float = 0.002,
+        max_batch: int = 512,
+        stalls: Any = None,
     ) -> None:
         if group_window < 0 or max_batch < 1:
             raise JournalError("group_window must be >= 0 and max_batch >= 1")
         self.path = Path(path)
         self.group_window = group_window
         self.max_batch = max_batch
+        self.stalls = stalls
         self.stats: dict[str, int] = {
             "appends": 0,
             "commits": 0,
@@ -224,6 +230,7 @@ class Journal:
             self.stats,
             group_window=self.group_window,
             max_batch=self.max_batch,
+            stalls=self.stalls,
         )
         self._writer.start()
         return self

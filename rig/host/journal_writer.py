@@ -93,8 +93,10 @@ class GroupCommitWriter:
         *,
         group_window: float,
         max_batch: int,
+        stalls: Any = None,
     ) -> None:
         self.path = path
+        self.stalls = stalls
         self.settle = settle
         self.stats = stats
         self.group_window = group_window
@@ -126,8 +128,11 @@ class GroupCommitWriter:
             return
         try:
             while not self._stopping.wait(CHECKPOINT_PERIOD):
+                t0 = time.perf_counter()
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if self.stalls is not None:
+                    self.stalls.record("checkpoint", (time.perf_counter() - t0) * 1e3)
         finally:
             conn.close()
 
@@ -203,6 +208,7 @@ class GroupCommitWriter:
             raise
 
     def _commit(self, conn: sqlite3.Connection, ops: list[Op]) -> None:
+        t0 = time.perf_counter()
         try:
             self._write(conn, ops)
             self.stats["commits"] += 1
@@ -214,6 +220,8 @@ class GroupCommitWriter:
                 except sqlite3.Error as e:
                     op.error = f"journal commit failed for entry {op.entry.id}: {e}"
                     self.stats["failed"] += 1
+        if self.stalls is not None:
+            self.stalls.record("commit", (time.perf_counter() - t0) * 1e3)
         self.stats["rows"] += sum(op.error is None for op in ops)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(ops))
         by_loop: dict[asyncio.AbstractEventLoop | None, list[Op]] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.crypto import arqc
+from rig.host.diag import Stalls, loop_lag_ticker
 from rig.iso8583 import messages
 from rig.iso8583.framing import (
     Framing,
@@ -149,6 +150,7 @@ class LoadResult:
     errors: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    stalls: Stalls = field(default_factory=Stalls, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -173,6 +175,7 @@ class LoadResult:
             "errors": dict(self.errors),
             "malformed_sent": self.malformed["sent"],
             "malformed_outcomes": {k: v for k, v in self.malformed.items() if k != "sent"},
+            "diagnostics": self.stalls.snapshot(),
         }
 
 
@@ -270,7 +273,9 @@ class _Terminal(asyncio.Protocol):
 
     def _send_due(self) -> None:
         self.timer = None
-        self._send(time.perf_counter(), self.due)
+        now = time.perf_counter()
+        self.res.stalls.record("send_lag", (now - self.due) * 1e3)
+        self._send(now, self.due)
 
     def _send(self, now: float, due: float) -> None:
         if self.transport is None:
@@ -306,6 +311,7 @@ class _Terminal(asyncio.Protocol):
         res.rc[rc] += 1
         if self.sent_at >= self.counted_from:
             res.latencies.append(t1 - self.sent_at)
+            res.stalls.record("response", (t1 - self.sent_at) * 1e3)
         if self.cfg.record:
             resp = resp or {}
             res.records.append(
@@ -468,11 +474,16 @@ async def run_load(cfg: LoadConfig) -> LoadResult:
             _fuzzer(cfg, res, cfg.malformed // n + (i < cfg.malformed % n), template, seed + i)
             for i in range(n)
         ]
-    sweeper = asyncio.get_running_loop().create_task(_sweep(terms, end))
+    loop = asyncio.get_running_loop()
+    sweeper = loop.create_task(_sweep(terms, end))
+    ticker = loop.create_task(loop_lag_ticker(res.stalls))
+    res.stalls.watch_gc()
     try:
         await asyncio.gather(*jobs)
     finally:
+        res.stalls.unwatch_gc()
         sweeper.cancel()
+        ticker.cancel()
     res.duration_s = max(1e-9, min(time.perf_counter(), end) - start - cfg.warmup)
     return res
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import iso8583
 
 from rig.host import tls
 from rig.host.codec import fast_decode, fast_encode
+from rig.host.diag import Stalls, loop_lag_ticker
 from rig.iso8583.framing import Frame, Framing, FramingError, get_framing
 from rig.iso8583.messages import Iso8583Error, encode, mask, mask_pan, response_to
 from rig.iso8583.spec import SPEC
@@ -109,7 +111,7 @@ class _Conn(asyncio.Protocol):
         self.framing = framing
         self.name = name
         self.reader = framing.reader()
-        self.pending: deque[Frame] = deque()
+        self.pending: deque[tuple[Frame, float]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -135,7 +137,8 @@ class _Conn(asyncio.Protocol):
         if self.reader.keepalives != before:
             self.server._keepalives(self, self.reader.keepalives - before)
         if frames:
-            self.pending.extend(frames)
+            now = time.perf_counter()
+            self.pending.extend((f, now) for f in frames)
             if len(self.pending) > _MAX_PENDING and not self.paused:
                 self.paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
@@ -145,7 +148,9 @@ class _Conn(asyncio.Protocol):
     async def _work(self) -> None:
         try:
             while self.pending and not self.closed:
-                await self.server._handle(self, self.pending.popleft())
+                frame, arrived = self.pending.popleft()
+                await self.server._handle(self, frame)
+                self.server.stalls.record("request", (time.perf_counter() - arrived) * 1e3)
                 if self.paused and len(self.pending) < _MAX_PENDING // 2:
                     self.paused = False
                     self.transport.resume_reading()  # type: ignore[union-attr]
@@ -187,6 +192,8 @@ class HostServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._conns: set[_Conn] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.stalls = Stalls()
         self._control: Any = None
         self._loop: asyncio.AbstractEventLoop
         self.journal: Any = None
@@ -229,7 +236,7 @@ class HostServer:
         except RuleError as e:
             raise HostError(str(e)) from None
         self.issuer = Issuer(self.profiles, self.keystore, self.rules)
-        self.journal = Journal.in_folder(data, group_window=cfg.group_window)
+        self.journal = Journal.in_folder(data, group_window=cfg.group_window, stalls=self.stalls)
         try:
             self.journal.open()
         except JournalError as e:
@@ -242,6 +249,10 @@ class HostServer:
             self._control = ControlServer(self)
             self.control_address = await self._control.start(*cfg.control)
         self._sweeper = self._loop.create_task(self._sweep())
+        gc.collect()
+        gc.freeze()  # start-up objects (profiles, keys, modules) leave the gen-2 scan: ~20-30 ms
+        self.stalls.watch_gc()
+        self._ticker = self._loop.create_task(loop_lag_ticker(self.stalls))
         state = {"pid": os.getpid(), "listeners": self.addresses, "control": self.control_address}
         (data / STATE_FILE).write_text(json.dumps(state) + "\n")
         log.info("host up: %s control %s", self.addresses, self.control_address)
@@ -268,8 +279,10 @@ class HostServer:
             server.close()
         if self._control is not None:
             await self._control.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._ticker):
+            if task is not None:
+                task.cancel()
+        self.stalls.unwatch_gc()
         tasks = [c.task for c in self._conns if c.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
@@ -360,10 +373,12 @@ class HostServer:
         resp.update(decision.fields)
         resp["39"] = rc
         entry = self._entry(doc, resp, decision.kind, original)
+        t0 = time.perf_counter()
         if original is not None and rc == "00":
             await journal.mark_reversed(original.id, entry)
         else:
             await journal.append(entry, checked=True)
+        self.stalls.record("journal_wait", (time.perf_counter() - t0) * 1e3)
         self.rc_counts[rc] += 1
         action = decision.action
         if action is not None and await self._act(conn, frame, resp, action):
@@ -485,6 +500,7 @@ class HostServer:
             "counters": dict(self.counters),
             "response_codes": dict(self.rc_counts),
             "journal_entries": self.journal.count(),
+            "diagnostics": self.stalls.snapshot(),
         }
 
 
