@@ -36,7 +36,7 @@ answers always 77 with 9F4B last (the transaction data hash covers 9F27 9F36 9F1
 Book 2 §6.6.1). Other status words: 6985 command out of sequence, 6A86 bad P1 P2, 6700 bad length,
 6A80 malformed PIN block, 6A81 method not supported / card blocked, 6A88 no such data, 6D00 / 6E00
 unknown INS / CLA, 6F00 internal error (never expected). IAD, CVR and secure messaging:
-`rig.card.emv_commands`.
+`rig.card.emv_commands`; the card risk management functions: `rig.card.emv_risk`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import os
 from collections.abc import Callable
 
 from rig.card import emv_commands as ec
+from rig.card import emv_risk as cr
 from rig.card.application import ApduFormatError, Command, parse_command, sw_bytes
 from rig.card.emv_contactless import ppse_entries, qvsdc_decision, qvsdc_response
 from rig.card.emv_state import AppState, CardState, Session, log_record
@@ -60,7 +61,6 @@ __all__ = ["DEFAULT_ATR", "EmvAppError", "EmvCardApplication"]
 
 DEFAULT_ATR = bytes.fromhex("3B8A8001504F5352494720454D5660")
 """ATR for a profile without one (contactless only): T=0 and T=1, historical "POSRIG EMV"."""
-UNABLE_ONLINE = (b"Y3", b"Z3")
 
 
 class EmvAppError(ValueError):
@@ -427,47 +427,16 @@ class EmvCardApplication:
     # ---- GENERATE AC --------------------------------------------------------------------------
 
     def _offline_ok(self) -> bool:
-        s, st, risk = self.session, self.app_state, self.profile.risk
-        lower = self._limit("9F14", risk.lower_consecutive_offline_limit)
-        online_reasons = (
-            risk.force_online,
-            s.last_online_not_completed,
-            s.issuer_auth_failed_last,
-            self.state.pin_try_counter == 0,
-            s.pin_failed,
-        )
-        return st.offline_count < lower and not any(online_reasons)
+        lower = self._limit("9F14", self.profile.risk.lower_consecutive_offline_limit)
+        pin_tries = self.state.pin_try_counter
+        return cr.offline_ok(self.session, self.app_state, self.profile.risk, pin_tries, lower)
 
     def _facts(self, app: Application) -> ec.CvrFacts:
-        s, st, risk = self.session, self.app_state, self.profile.risk
+        risk = self.profile.risk
         lower = self._limit("9F14", risk.lower_consecutive_offline_limit)
         upper = self._limit("9F23", risk.upper_consecutive_offline_limit)
-        arc = s.terminal.get(0x8A, b"")
-        country = s.terminal.get(0x9F1A)
-        return ec.CvrFacts(
-            first_ac=s.first_ac,
-            second_ac=s.second_ac,
-            offline_pin_performed=s.pin_performed,
-            offline_pin_failed=s.pin_failed,
-            offline_pin_ok=s.pin_ok,
-            enciphered_pin=s.enciphered,
-            unable_online=arc in UNABLE_ONLINE,
-            last_online_not_completed=s.last_online_not_completed,
-            pin_try_limit_exceeded=self.state.pin_try_counter == 0,
-            issuer_auth_performed=s.issuer_auth is not None,
-            issuer_auth_failed=s.issuer_auth is False,
-            issuer_auth_failed_last=s.issuer_auth_failed_last,
-            dda_performed=s.dda or s.cda_first or s.cda_second,
-            cda_first=s.cda_first,
-            cda_second=s.cda_second,
-            script_counter=st.script_counter,
-            script_failed=s.script_failed_last,
-            script_received=s.scripts > 0,
-            pin_try_counter=self.state.pin_try_counter,
-            lower_limit_exceeded=bool(lower) and st.offline_count >= lower,
-            upper_limit_exceeded=bool(upper) and st.offline_count >= upper,
-            domestic=country is None or country.hex()[-3:] == app.country,
-        )
+        pin_tries = self.state.pin_try_counter
+        return cr.cvr_facts(app, self.session, self.app_state, pin_tries, lower, upper)
 
     def _cryptogram(self, app: Application, cid: int) -> tuple[bytes, bytes]:
         """The AC and the IAD it covers, for the AC type the card decided on."""
@@ -529,35 +498,16 @@ class EmvCardApplication:
         return encode(0x80, bytes((cid,)) + atc + ac + iad) + sw_bytes(ec.SW_OK)
 
     def _decide_first(self, kind: int) -> int:
-        risk = self.profile.risk
-        if self.app_state.blocked or risk.force_decline or kind == ec.AAC:
-            return ec.AAC
-        if kind == ec.ARQC:
-            return ec.ARQC
-        return ec.TC if self._offline_ok() else ec.ARQC
+        return cr.decide_first(kind, self.app_state, self.profile.risk, self._offline_ok)
 
     def _decide_second(self, kind: int, values: dict[int, bytes]) -> int:
-        s, st, risk = self.session, self.app_state, self.profile.risk
-        issuer_data = values.get(0x91, b"")
-        if issuer_data.strip(b"\x00") and s.issuer_auth is None:
-            s.issuer_auth = self._arpc_ok(issuer_data)
-        arc = values.get(0x8A, s.terminal.get(0x8A, b""))
-        unable = arc in UNABLE_ONLINE
-        st.online_pending = False
-        if s.issuer_auth is False:
-            st.issuer_auth_failed = True
-        elif not unable:
-            st.issuer_auth_failed = False
-            st.last_online_atc = st.atc
-            st.offline_count = 0
-        if kind != ec.TC or st.blocked or risk.force_decline or s.issuer_auth is False:
-            return ec.AAC
-        if unable:
-            upper = self._limit("9F23", risk.upper_consecutive_offline_limit)
-            if st.offline_count >= upper:
-                return ec.AAC
-            st.offline_count += 1
-        return ec.TC
+        risk = self.profile.risk
+
+        def upper() -> int:
+            return self._limit("9F23", risk.upper_consecutive_offline_limit)
+
+        s, st = self.session, self.app_state
+        return cr.decide_second(kind, values, s, st, risk, upper, self._arpc_ok)
 
     # ---- issuer scripts -----------------------------------------------------------------------
 
