@@ -14,7 +14,7 @@ runner = CliRunner()
 
 COMMANDS = [[], ["init"], ["serve"], ["journal"], ["load"], ["ctl"], ["ctl", "status"],
             ["ctl", "force"], ["ctl", "pause"], ["ctl", "resume"], ["ctl", "clear"],
-            ["ctl", "journal"]]  # fmt: skip
+            ["ctl", "journal"], ["ctl", "diag"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "host")
@@ -78,6 +78,9 @@ def test_ctl_load_and_journal_against_a_running_host(tmp_path):
         assert json.loads(forced.output)["forced"]["rc"] == "05"
         bad = runner.invoke(app, ["ctl", "force", "--rc", "5", "--data", str(data)])
         assert bad.exit_code == 2 and "response code" in bad.output
+        diag = runner.invoke(app, ["ctl", "diag", "--data", str(data), "--json"])
+        assert diag.exit_code == 0, diag.output
+        assert "commit" in diag.output
     journal = runner.invoke(app, ["journal", "--data", str(data), "--json"])
     rows = json.loads(journal.output)
     assert len(rows) == figures["responses"]

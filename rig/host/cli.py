@@ -300,6 +300,17 @@ def ctl_clear(control: str | None = ControlOpt, data: Path = CtlDataOpt, as_json
     _ctl(control, data, as_json, "clear")
 
 
+@ctl_app.command("diag")
+def ctl_diag(
+    reset: bool = typer.Option(False, "--reset", help="Start a new measurement window."),
+    control: str | None = ControlOpt,
+    data: Path = CtlDataOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Stall diagnostics: GC pauses, event-loop lag, journal commits and checkpoints."""
+    _ctl(control, data, as_json, "diag", reset=reset)
+
+
 @ctl_app.command("journal")
 def ctl_journal(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Newest N entries only."),
