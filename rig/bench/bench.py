@@ -60,7 +60,7 @@ class Bench:
             else:
                 self.state = BenchState(self.spec.name, str(self.bench_file), "", time.time())
                 for name, inst in self.spec.instruments.items():
-                    self.state.endpoints[name] = lifecycle._real_endpoint(inst)
+                    self.state.endpoints[name] = lifecycle.real_endpoint(inst)
         (self.run_dir / "transcripts").mkdir(parents=True, exist_ok=True)
         return self
 

@@ -266,7 +266,7 @@ def bring_up(spec: BenchSpec, bench_file: str | Path, progress: Any = None) -> B
                 }
         for name, inst in spec.instruments.items():
             if name not in state.endpoints:
-                state.endpoints[name] = _real_endpoint(inst)
+                state.endpoints[name] = real_endpoint(inst)
         if spec.dut.sim:
             state.endpoints["dut"] = {
                 "name": spec.dut.name,
@@ -313,7 +313,8 @@ def _upstream_address(spec: BenchSpec, state: BenchState, proxy: FaultProxySpec)
     return state.endpoints[proxy.upstream]["address"] if host.sim else str(host.address)
 
 
-def _real_endpoint(inst: Any) -> dict[str, Any]:
+def real_endpoint(inst: Any) -> dict[str, Any]:
+    """Where a real (not simulated) instrument is reached, from its bench-file entry."""
     for key in ("port", "resource", "reader", "address", "listen"):
         value = getattr(inst, key, None)
         if value:
