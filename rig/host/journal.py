@@ -44,7 +44,6 @@ JOURNAL_FILE = "journal.sqlite3"
 """File name of the journal inside a host data folder."""
 
 
-
 class JournalError(RuntimeError):
     """A journal problem (closed journal, bad entry, failed commit), naming the fix."""
 
