@@ -5,23 +5,18 @@ ARQC / ARPC, open-to-buy, and reversals. Called by `rig.host.issuer`; crypto sta
 from __future__ import annotations
 
 import hmac
+import re
+from datetime import date, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from rig.crypto import pinblock
-from rig.crypto.arqc import (
-    arpc_method1,
-    arpc_method2,
-    build_ac_data,
-    compute_ac,
-    get_cvn,
-    session_key,
-)
+from rig.crypto.ac_engine import Alg3Key, CardAcEngine
 from rig.crypto.dukpt import aes_working_key, tdes_working_keys
 from rig.crypto.mac import mac_alg3
 from rig.crypto.primitives import CryptoError, tdes_ecb_decrypt
 from rig.emv.tlv import tag_to_hex
-from rig.iso8583.messages import Iso8583Error, de55_decode, de55_encode
+from rig.iso8583.messages import Iso8583Error, de55_decode
 
 if TYPE_CHECKING:
     from rig.host.issuer import CardRef, Issuer, Txn
@@ -80,15 +75,31 @@ def find_card(issuer: Issuer, txn: Txn) -> CardRef | None:
 # ---- checks ------------------------------------------------------------------------------------
 
 
-def _yymm_past(yymm: str, issuer: Issuer) -> bool:
-    now = issuer.now()
+def _yymm_past(yymm: str, now: datetime) -> bool:
     return (2000 + int(yymm[:2]), int(yymm[2:])) < (now.year, now.month)
+
+
+_EXPIRY: dict[date, tuple[str, tuple[int, int]]] = {}
+"""Application expiry date -> (YYMM, (2000 + YY, MM)) as `_yymm_past` reads it."""
+
+
+def _app_expiry(expiry: date) -> tuple[str, tuple[int, int]]:
+    got = _EXPIRY.get(expiry)
+    if got is None:
+        if len(_EXPIRY) >= 4096:
+            _EXPIRY.clear()
+        yy = expiry.year % 100
+        got = _EXPIRY[expiry] = (f"{yy:02d}{expiry.month:02d}", (2000 + yy, expiry.month))
+    return got
 
 
 def card_expiry(ref: CardRef) -> str:
     """The card's expiry YYMM from the issuer's record (profile)."""
     if ref.app is not None:
-        return ref.app.expiry.strftime("%y%m")
+        expiry = ref.app.expiry
+        if type(expiry) is date:
+            return _app_expiry(expiry)[0]
+        return expiry.strftime("%y%m")
     return ref.profile.magstripe.track2.partition("=")[2][:4]
 
 
@@ -99,9 +110,14 @@ def card_service_code(ref: CardRef) -> str:
 
 
 def check_expiry(issuer: Issuer, txn: Txn, ref: CardRef) -> str | None:
-    record = card_expiry(ref)
-    given = txn.request.get("14")
-    track = txn.request.get("35", "")
+    app = ref.app
+    if app is not None and type(app.expiry) is date:
+        record, record_ym = _app_expiry(app.expiry)
+    else:
+        record, record_ym = card_expiry(ref), None
+    req = txn.request
+    given = req.get("14")
+    track = req.get("35", "")
     if not given and "D" in track:
         given = track.partition("D")[2][:4]
     if given and (len(given) != 4 or not given.isdecimal() or not 1 <= int(given[2:]) <= 12):
@@ -110,7 +126,9 @@ def check_expiry(issuer: Issuer, txn: Txn, ref: CardRef) -> str | None:
     if given and given != record:
         txn.note("expiry differs from the issuer's record")
         return "54"
-    if _yymm_past(record, issuer):
+    now = issuer.time_of(txn)
+    past = record_ym < (now.year, now.month) if record_ym is not None else _yymm_past(record, now)
+    if past:
         txn.note(f"card expired (YYMM {record})")
         return "54"
     return None
@@ -258,7 +276,29 @@ def _icc_fast(de55: str) -> dict[str, bytes] | None:
         data = bytes.fromhex(de55)
     except (ValueError, TypeError):
         return None
+    known = _LAYOUTS.get(len(data))
+    if known:
+        for pattern, tags in known:
+            found = pattern.fullmatch(data)
+            if found is not None:
+                return dict(zip(tags, found.groups(), strict=False))
+    return _icc_scan(data)
+
+
+_Layout = tuple["re.Pattern[bytes]", tuple[str, ...]]
+_LAYOUTS: dict[int, list[_Layout]] = {}
+"""Tag layouts seen twice, by DE55 length: a regex of the fixed tag and length bytes whose
+groups are the values. Parsing depends only on those bytes, so a full match parses the same."""
+_SEEN: set[tuple[bytes, ...]] = set()
+_MAX_SEEN = 1024
+_MAX_PER_LENGTH = 4
+
+
+def _icc_scan(data: bytes) -> dict[str, bytes] | None:
+    """The TLV walk of `_icc_fast`; a layout met a second time is learnt for the regex path."""
     out: dict[str, bytes] = {}
+    heads: list[bytes] = []
+    layout: list[tuple[str, int]] = []
     i, n = 0, len(data)
     while i < n:
         start = i
@@ -287,8 +327,29 @@ def _icc_fast(de55: str) -> dict[str, bytes] | None:
         if end > n:
             return None
         out[tag] = data[i:end]
+        heads.append(data[start:i])
+        layout.append((tag, length))
         i = end
+    if heads:
+        _learn(n, tuple(heads), layout)
     return out
+
+
+def _learn(n: int, heads: tuple[bytes, ...], layout: list[tuple[str, int]]) -> None:
+    """Compile the regex of a layout (header bytes + value sizes) the second time it is met."""
+    if heads not in _SEEN:
+        if len(_SEEN) >= _MAX_SEEN:
+            _SEEN.clear()
+        _SEEN.add(heads)
+        return
+    pattern = b"".join(
+        re.escape(h) + b"(.{%d})" % size for h, (_, size) in zip(heads, layout, strict=True)
+    )
+    tags = tuple(tag for tag, _ in layout)
+    known = _LAYOUTS.setdefault(n, [])
+    known.insert(0, (re.compile(pattern, re.DOTALL), tags))
+    del known[_MAX_PER_LENGTH:]
+    _SEEN.discard(heads)
 
 
 def check_cryptogram(issuer: Issuer, txn: Txn, ref: CardRef, tags: dict[str, bytes]) -> str | None:
@@ -304,17 +365,14 @@ def check_cryptogram(issuer: Issuer, txn: Txn, ref: CardRef, tags: dict[str, byt
         return "05"
     crypto = ref.app.crypto
     psn = _psn(txn, tags, ref)
-    cid = tags.get("9F27", b"\x80")[:1] or b"\x80"
-    kind = {0x00: "AAC", 0x40: "TC", 0x80: "ARQC"}.get(cid[0] & 0xC0, "AC")
+    cid = tags.get("9F27")
+    kind = ("AAC", "TC", "ARQC", "AC")[cid[0] >> 6 if cid else 2]
+    arqc = tags["9F26"]
     try:
-        spec = get_cvn(crypto.cvn)
-        mk = issuer.icc_mk(crypto.cvn, bytes.fromhex(crypto.imk_ac), ref.pan, psn)
-        data = build_ac_data(spec, tags)
-        un = tags.get("9F37") if spec.session == "mastercard" else None
-        if "9F36" not in tags or (spec.session == "mastercard" and un is None):
-            raise CryptoError("tag 9F36 (and 9F37 for Mastercard SKD) is missing from the AC data")
-        sk = session_key(spec, mk, tags["9F36"], un)
-        ok = hmac.compare_digest(compute_ac(sk, data, spec.padding), tags["9F26"])
+        card = issuer.icc_mk(crypto.cvn, crypto.imk_ac, ref.pan, psn)
+        data, atc, un = card.ac_input(tags)
+        sk = card.session(atc, un)
+        ok = hmac.compare_digest(sk.mac(data, card.padding), arqc)
     except CryptoError as exc:
         txn.note(f"cryptogram data incomplete: {exc}")
         return "30"
@@ -326,8 +384,8 @@ def check_cryptogram(issuer: Issuer, txn: Txn, ref: CardRef, tags: dict[str, byt
         txn.note("card declined offline (AAC) yet went online")
         return "05"
     if kind == "ARQC":
-        key = mk if spec.arpc_key == "icc_mk" else sk
-        txn.finishers.append(lambda t, rc: _arpc(t, rc, spec, key, tags["9F26"]))
+        key = card.arpc_key(sk)
+        txn.finishers.append(lambda t, rc: _arpc(t, rc, card, key, arqc))
     return None
 
 
@@ -335,21 +393,22 @@ def _psn(txn: Txn, tags: dict[str, bytes], ref: CardRef) -> str:
     de23 = txn.request.get("23")
     if de23 and de23.isdecimal():
         return de23[-2:]
-    if "5F34" in tags:
-        return tags["5F34"].hex()[-2:]
+    psn = tags.get("5F34")
+    if psn is not None:
+        return psn.hex()[-2:]
     return ref.app.psn
 
 
-def _arpc(txn: Txn, rc: str, spec: Any, key: bytes, arqc: bytes) -> None:
+def _arpc(txn: Txn, rc: str, card: CardAcEngine, key: Alg3Key, arqc: bytes) -> None:
     """DE55 tag 91 for the final RC: ARPC method 1 (ARPC || ARC) or 2 (ARPC || CSU)."""
     arc = rc.encode("ascii")[:2].ljust(2, b"0")
-    if spec.arpc_method == 1:
-        data = arpc_method1(key, arqc, arc) + arc
+    method = card.spec.arpc_method
+    if method == 1:
+        txn.fields["55"] = "910A" + (card.arpc(key, arqc, arc=arc) + arc).hex().upper()
     else:
         csu = CSU_APPROVED if rc == "00" else CSU_DECLINED
-        data = arpc_method2(key, arqc, csu) + csu
-    txn.fields["55"] = de55_encode({0x91: data})
-    txn.note(f"ARPC method {spec.arpc_method} for ARC {rc}")
+        txn.fields["55"] = "9108" + (card.arpc(key, arqc, csu=csu) + csu).hex().upper()
+    txn.note(f"ARPC method {method} for ARC {rc}")
 
 
 # ---- flows -------------------------------------------------------------------------------------
@@ -378,8 +437,11 @@ def card_checks(issuer: Issuer, txn: Txn, ref: CardRef | None) -> str | None:
         except Iso8583Error as exc:
             txn.note(f"DE55: {exc}")
             return "30"
-    for check in (check_expiry, check_track):
-        rc = check(issuer, txn, ref)
+    rc = check_expiry(issuer, txn, ref)
+    if rc is not None:
+        return rc
+    if "35" in txn.request:
+        rc = check_track(issuer, txn, ref)
         if rc is not None:
             return rc
     rc = check_cryptogram(issuer, txn, ref, tags)
