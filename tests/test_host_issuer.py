@@ -468,3 +468,137 @@ def test_decide_never_raises_on_odd_documents(issuer: Issuer, mti, fields) -> No
     d = issuer.decide({"t": mti, "11": "000001", **fields}, original=None)
     assert len(d.rc) == 2
     assert not any(n.startswith("internal error") for n in d.notes), d.notes
+
+
+# ---- cheaper bookkeeping gives the same answers ----------------------------------------------
+
+
+def _rrn_reference(now: datetime, stan: str) -> str:
+    stan = stan if stan.isdecimal() else "0"
+    return f"{now:%y}"[-1] + f"{now:%j%H}" + stan[-6:].zfill(6)
+
+
+class _OtherDatetime(datetime):
+    """A datetime subclass: the RRN falls back to formatting it directly."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.lists(
+        st.datetimes(timezones=st.sampled_from([None, UTC]))
+        | st.datetimes().map(lambda d: _OtherDatetime(d.year, d.month, d.day, d.hour)),
+        min_size=1,
+        max_size=6,
+    ),
+    stan=st.sampled_from(["000001", "123456", "1234567", "12", "", "12a", "٣"]),
+)
+def test_rrn_matches_the_strftime_formula(times: list[datetime], stan: str) -> None:
+    issuer = Issuer({}, None, None, now=lambda: NOW)
+    for now in times + times[:1]:
+        assert issuer.rrn({"11": stan}, now) == _rrn_reference(now, stan)
+    assert issuer.rrn({}) == _rrn_reference(NOW, "0")
+
+
+def test_rrn_follows_the_hour_and_the_day() -> None:
+    issuer = Issuer({}, None, None, now=lambda: NOW)
+    stamps = [NOW, NOW.replace(hour=13), NOW.replace(day=26, hour=13), NOW.replace(year=2027)]
+    stamps += [NOW.replace(minute=59), datetime(2026, 11, 25, 13, 0)]
+    got = [issuer.rrn({"11": "000042"}, now) for now in stamps]
+    assert got == [_rrn_reference(now, "000042") for now in stamps]
+    assert got[:4] == ["632912000042", "632913000042", "633013000042", "732912000042"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(expiry=st.dates(), now=st.datetimes())
+def test_expiry_record_and_past_check_match_the_reference(expiry, now) -> None:
+    ref = SimpleNamespace(app=SimpleNamespace(expiry=expiry))
+    record = flows_card.card_expiry(ref)  # type: ignore[arg-type]
+    assert record == expiry.strftime("%y%m")
+    issuer = SimpleNamespace(time_of=lambda txn: now)
+    txn = SimpleNamespace(request={}, note=lambda text: None)
+    got = flows_card.check_expiry(issuer, txn, ref)  # type: ignore[arg-type]
+    assert got == ("54" if flows_card._yymm_past(record, now) else None)
+
+
+@pytest.mark.parametrize(
+    ("now", "expired"),
+    [
+        (datetime(2031, 6, 30, 23), False),
+        (datetime(2031, 7, 1), True),
+        (datetime(2031, 5, 1), False),
+        (datetime(2032, 1, 1), True),
+    ],
+)
+def test_card_expires_after_its_month(now: datetime, expired: bool) -> None:
+    from datetime import date
+
+    ref = SimpleNamespace(app=SimpleNamespace(expiry=date(2031, 6, 30)))
+    issuer = SimpleNamespace(time_of=lambda txn: now)
+    txn = SimpleNamespace(request={}, note=lambda text: None)
+    assert flows_card.check_expiry(issuer, txn, ref) == ("54" if expired else None)  # type: ignore[arg-type]
+
+
+def test_now_is_read_once_per_decision(store: KeyStore) -> None:
+    calls: list[datetime] = []
+    later = datetime(2026, 12, 31, 23, 0, 0, tzinfo=UTC)
+
+    def clock() -> datetime:
+        calls.append(NOW if not calls else later)
+        return calls[-1]
+
+    issuer = Issuer(PROFILES, store, load_default(), now=clock)
+    calls.clear()
+    req, _, _ = chip("visa-signature", 1000)
+    d = issuer.decide(req)
+    assert d.rc == "00" and len(calls) == 1, "expiry check and RRN share one reading"
+    assert d.fields["37"] == _rrn_reference(NOW, req["11"])
+    calls.clear()
+    issuer.decide(m.echo_test(stan=5, terminal_id=TID, now=NOW))
+    assert len(calls) == 1
+
+
+def _spread() -> list[tuple[str, dict[str, str], str, str]]:
+    """(label, request, RC, kind) across the flows the load generator and tests drive."""
+    unknown = m.purchase(
+        amount=100, stan=1, terminal_id=TID, merchant_id=MID, pan="4000000000000002", now=NOW
+    )
+    req, _, _ = chip("visa-signature", 1000, builder=m.purchase)
+    return [
+        ("auth", chip("visa-signature", 1000)[0], "00", "auth"),
+        ("auth again", chip("visa-signature", 1000, stan=12)[0], "00", "auth"),
+        ("cents 51", chip("visa-credit-online-pin-dda", 1251)[0], "51", "auth"),
+        ("cents 57", chip("mc-debit-cda", 1257, builder=m.purchase)[0], "57", "purchase"),
+        ("99.97", chip("visa-signature", 9997)[0], "00", "auth"),
+        ("refund 51", chip("visa-signature", 1251, builder=m.refund)[0], "00", "refund"),
+        ("balance", chip("visa-signature", None, builder=m.balance_inquiry)[0], "00", "balance"),
+        ("pre-auth", chip("visa-signature", 4000, builder=m.pre_authorization)[0], "00", "preauth"),
+        ("expired", chip("visa-expired", 1000)[0], "54", "auth"),
+        ("unknown PAN", unknown, "14", "purchase"),
+        ("MAC", _maced(chip("visa-signature", 1000, stan=13)[0]), "00", "auth"),
+        ("bad MAC", {**_maced(chip("visa-signature", 1000)[0]), "64": "00" * 8}, "63", "auth"),
+        ("reversal", m.reversal(req, stan=14, now=NOW, reason="98"), "00", "reversal"),
+        ("echo", m.echo_test(stan=5, terminal_id=TID, now=NOW), "00", "network"),
+        ("0110", {"t": "0110", "11": "000001"}, "12", "unknown"),
+    ]
+
+
+def test_decision_spread_is_the_same_cold_and_warm(store: KeyStore) -> None:
+    flows_card._LAYOUTS.clear()
+    flows_card._SEEN.clear()
+    flows_card._EXPIRY.clear()
+    spread = _spread()
+    rounds = []
+    for _ in range(3):
+        issuer = Issuer(PROFILES, store, load_default(), now=lambda: NOW)
+        rounds.append([issuer.decide(dict(req)) for _, req, _, _ in spread])
+    assert rounds[0] == rounds[1] == rounds[2], "cold caches, learnt layouts, warm caches"
+    for (label, req, rc, kind), d in zip(spread, rounds[0], strict=True):
+        assert (d.rc, d.kind) == (rc, kind), label
+        assert len(d.fields.get("37", req.get("37", ""))) == 12, label
+    by_label = {label: d for (label, *_), d in zip(spread, rounds[0], strict=True)}
+    assert by_label["99.97"].action == Action(malformed=True)
+    assert by_label["refund 51"].action is None, "amount triggers skip refunds"
+    assert by_label["expired"].notes == ["card expired (YYMM 2312)"]
+    assert by_label["unknown PAN"].notes == ["unknown PAN"]
+    assert "MAC ok (DE64)" in by_label["MAC"].notes and "64" in by_label["MAC"].fields
+    assert by_label["0110"].notes == ["MTI '0110' is not a request this host serves"]

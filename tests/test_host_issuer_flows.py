@@ -8,10 +8,13 @@ from datetime import UTC, datetime
 
 import psec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rig.crypto.keys import kcv
 from rig.crypto.primitives import has_odd_parity
 from rig.crypto.tr31 import unwrap
+from rig.host import flows_misc
 from rig.host.issuer import Issuer
 from rig.host.keystore import KeyStore
 from rig.iso8583 import messages as m
@@ -253,3 +256,69 @@ def test_prepaid_issue_unknown_and_malformed(issuer: Issuer) -> None:
     assert issuer.decide(_prepaid({"01": ASN, "04": "LOAD"}, 100)).rc == "30"
     assert issuer.decide(_prepaid({"01": ASN, "04": "SPIN"}, 100)).rc == "12"
     assert issuer.decide(_purchase(100, 1) | {"62": "0"}).rc == "30"
+
+
+# ---- classification and routing ---------------------------------------------------------------
+
+
+def _classify_reference(req: dict[str, str]) -> str:
+    """The kind table of docs/host-rules.md, written as the plain if-chain it was."""
+    mti = req.get("t", "")
+    pcode = req.get("3", "")[:2]
+    if mti == "0800":
+        return "network"
+    if mti in ("0400", "0401"):
+        return "reversal"
+    if mti == "0500":
+        return "reconciliation"
+    if mti not in ("0100", "0200", "0220"):
+        return "unknown"
+    if "62" in req:
+        return "prepaid"
+    if req.get("48", "").startswith("01"):
+        return "qr"
+    if mti == "0220":
+        return "advice"
+    if pcode == "31":
+        return "balance"
+    if pcode == "20":
+        return "refund"
+    if pcode == "03" or req.get("25") == "06":
+        return "preauth"
+    return "auth" if mti == "0100" else "purchase"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    mti=st.sampled_from(["0100", "0200", "0220", "0400", "0401", "0500", "0800", "0110", "", None]),
+    fields=st.fixed_dictionaries(
+        {},
+        optional={
+            "3": st.sampled_from(["000000", "030000", "200000", "310000", "3", ""]),
+            "25": st.sampled_from(["00", "06"]),
+            "48": st.sampled_from(["01003CPM", "02003abc", ""]),
+            "62": st.just("01004ABCD"),
+        },
+    ),
+)
+def test_classify_matches_the_reference_table(mti: str | None, fields: dict[str, str]) -> None:
+    req = fields if mti is None else {"t": mti, **fields}
+    assert flows_misc.classify(req) == _classify_reference(req)
+
+
+def test_each_kind_reaches_its_flow(issuer: Issuer) -> None:
+    cases = [
+        (m.echo_test(stan=1, terminal_id=TID, now=NOW), "network", "00", ["echo"]),
+        ({"t": "0500", "11": "000001", "41": TID, "63": "bad"}, "reconciliation", "30", None),
+        ({"t": "0400", "11": "000001"}, "reversal", "00", None),
+        ({"t": "0200", "11": "000001", "62": "01004ABCD"}, "prepaid", "14", ["unknown purse id"]),
+        ({"t": "0200", "11": "000001", "48": "01003XYZ"}, "qr", "12", None),
+        ({"t": "0200", "11": "000001"}, "purchase", "14", None),
+        ({"t": "0210", "11": "000001"}, "unknown", "12", None),
+    ]
+    for req, kind, rc, notes in cases:
+        d = issuer.decide(req)
+        assert (d.kind, d.rc) == (kind, rc), req
+        if notes is not None:
+            assert d.notes == notes, req
+    assert issuer.decide({"t": "0210"}).notes == ["MTI '0210' is not a request this host serves"]

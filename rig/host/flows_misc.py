@@ -30,23 +30,23 @@ KEY_EXCHANGE = {
 
 ORDER_STATUSES = ("PENDING", "PAID", "CLOSED", "REFUNDED", "FAILED")
 _NETWORK = {"001": "sign-on", "002": "sign-off", "301": "echo"}
+_FIN_MTIS = ("0100", "0200", "0220")
 
 
 def classify(req: Mapping[str, str]) -> str:
     """The journal kind of a request (auth, preauth, purchase, refund, balance, advice, …)."""
     mti = req.get("t", "")
     pcode = req.get("3", "")[:2]
-    if mti == "0800":
-        return "network"
-    if mti in ("0400", "0401"):
-        return "reversal"
-    if mti == "0500":
-        return "reconciliation"
-    if mti not in ("0100", "0200", "0220"):
-        return "unknown"
+    if mti not in _FIN_MTIS:
+        if mti == "0800":
+            return "network"
+        if mti in ("0400", "0401"):
+            return "reversal"
+        return "reconciliation" if mti == "0500" else "unknown"
     if "62" in req:
         return "prepaid"
-    if is_qr(req):
+    qr_mode = req.get("48")
+    if qr_mode and qr_mode.startswith("01"):
         return "qr"
     if mti == "0220":
         return "advice"

@@ -48,6 +48,7 @@ DEFAULT_PIN = "1234"
 
 _FIN_MTIS = ("0100", "0200", "0220", "0400", "0401")
 _RESPONSE_KINDS_WITH_AUTH_ID = ("auth", "preauth", "purchase", "refund", "advice", "qr")
+_CARD_KINDS = frozenset(("auth", "preauth", "purchase", "refund", "balance", "advice"))
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Txn:
     reconciliation: Any = None
     host_totals: Totals | None = None
     _icc: dict[str, bytes] | None = field(default=None, repr=False)
+    at: datetime | None = None
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -166,8 +168,10 @@ class Issuer:
         self.purses: dict[str, dict[str, Any]] = {}
         self.totals: dict[tuple[str, str], Totals] = {}
         self._auth_seq = int(now().timestamp()) % 900_000
+        self._rrn_hour: tuple[int, int, int, int] | None = None
+        self._rrn_head = ""
         self._order_seq = 0
-        self._icc_mk: dict[tuple[str, str, str], bytes] = {}
+        self._icc_mk: dict[tuple[str, bytes | str, str, str], Any] = {}
         self.by_pan: dict[str, CardRef] = {}
         self.by_purse: dict[str, CardProfile] = {}
         for profile in self.profiles.values():
@@ -215,15 +219,21 @@ class Issuer:
         except (KeyError, ValueError, LookupError):
             return None
 
-    def icc_mk(self, cvn: str, imk: bytes, pan: str, psn: str) -> bytes:
-        """ICC master key for the AC, cached per (CVN, PAN, PSN)."""
-        from rig.crypto.arqc import icc_master_key
+    def icc_mk(self, cvn: str, imk: bytes | str, pan: str, psn: str) -> Any:
+        """The card's `rig.crypto.ac_engine.CardAcEngine` (ICC master key and its cipher contexts)
+        for the issuer master key (bytes or hex); cached per (CVN, IMK, PAN, PSN), the oldest
+        entry dropped past `CARD_CACHE_SIZE` cards so many PANs cannot grow memory unbounded."""
+        cache = self._icc_mk
+        k = (cvn, imk, pan, psn)
+        engine = cache.get(k)
+        if engine is None:
+            from rig.crypto.ac_engine import CARD_CACHE_SIZE, CardAcEngine
 
-        k = (cvn, pan, psn)
-        mk = self._icc_mk.get(k)
-        if mk is None:
-            mk = self._icc_mk[k] = icc_master_key(cvn, imk, pan, psn)
-        return mk
+            engine = CardAcEngine.derive(cvn, imk, pan, psn)
+            if len(cache) >= CARD_CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[k] = engine
+        return engine
 
     def next_auth_id(self) -> str:
         self._auth_seq = (self._auth_seq + 1) % 1_000_000
@@ -234,12 +244,26 @@ class Issuer:
         stamp = self.now().strftime("%y%m%d%H%M%S")
         return f"MPM-{terminal_id.strip() or 'TERM'}-{stamp}-{self._order_seq:06d}"
 
-    def rrn(self, request: Mapping[str, str]) -> str:
+    def time_of(self, txn: Txn) -> datetime:
+        """The decision's time: `now()` read once per transaction (expiry check, RRN)."""
+        at = txn.at
+        if at is None:
+            at = txn.at = self.now()
+        return at
+
+    def rrn(self, request: Mapping[str, str], now: datetime | None = None) -> str:
         """ISO practice: last digit of the year, day of year, hour, STAN (12 characters)."""
-        now = self.now()
+        if now is None:
+            now = self.now()
         stan = request.get("11", "0")
         stan = stan if stan.isdecimal() else "0"
-        return f"{now:%y}"[-1] + f"{now:%j%H}" + stan[-6:].zfill(6)
+        if type(now) is not datetime:
+            return f"{now:%y}"[-1] + f"{now:%j%H}" + stan[-6:].zfill(6)
+        hour = (now.year, now.month, now.day, now.hour)
+        if hour != self._rrn_hour:
+            self._rrn_head = f"{now:%y}"[-1] + f"{now:%j%H}"
+            self._rrn_hour = hour
+        return self._rrn_head + stan[-6:].zfill(6)
 
     def add_totals(self, terminal_id: str, batch: str, kind: str, amount: int, sign: int) -> None:
         """In-memory batch totals (used when the server passes no journal comparison)."""
@@ -288,34 +312,34 @@ class Issuer:
 
     def _decide(self, txn: Txn) -> Decision:
         req = txn.request
-        mti = req.get("t", "")
-        txn.kind = flows_misc.classify(req)
+        kind = txn.kind = flows_misc.classify(req)
         mac_key, rc = self._check_request_mac(txn)
         if rc is not None:
             return self._finish(txn, rc, None, None)
         ref = flows_card.find_card(self, txn)
         profile_id = ref.profile.id if ref is not None else None
         action = self.rules.match(req, profile_id) if self.rules is not None else None
-        rc = self._dispatch(txn, mti)
+        rc = self._dispatch(txn, kind)
         if action is not None and action.rc is not None:
             txn.note(f"rule forces RC {action.rc} (issuer said {rc})")
             rc = action.rc
         return self._finish(txn, rc, action, mac_key)
 
-    def _dispatch(self, txn: Txn, mti: str) -> str:
-        if mti == "0800":
-            return flows_misc.network(self, txn)
-        if mti in ("0400", "0401"):
-            return flows_card.reversal(self, txn)
-        if mti == "0500":
-            return flows_misc.reconciliation(self, txn)
-        if mti in ("0100", "0200", "0220"):
-            if "62" in txn.request:
-                return flows_misc.prepaid(self, txn)
-            if flows_misc.is_qr(txn.request):
-                return flows_misc.qr(self, txn)
+    def _dispatch(self, txn: Txn, kind: str) -> str:
+        """The flow for the request's kind (`flows_misc.classify` routes by MTI, DE62, DE48)."""
+        if kind in _CARD_KINDS:
             return flows_card.financial(self, txn)
-        txn.note(f"MTI {mti!r} is not a request this host serves")
+        if kind == "network":
+            return flows_misc.network(self, txn)
+        if kind == "reversal":
+            return flows_card.reversal(self, txn)
+        if kind == "reconciliation":
+            return flows_misc.reconciliation(self, txn)
+        if kind == "prepaid":
+            return flows_misc.prepaid(self, txn)
+        if kind == "qr":
+            return flows_misc.qr(self, txn)
+        txn.note(f"MTI {txn.request.get('t', '')!r} is not a request this host serves")
         return "12"
 
     def _finish(self, txn: Txn, rc: str, action: Action | None, mac_key: bytes | None) -> Decision:
@@ -327,7 +351,7 @@ class Issuer:
         for finisher in txn.finishers:
             finisher(txn, rc)
         if "37" not in txn.request and "37" not in txn.fields:
-            txn.fields["37"] = self.rrn(txn.request)
+            txn.fields["37"] = self.rrn(txn.request, self.time_of(txn))
         if mac_key is not None:
             resp = response_to(txn.request, rc, **txn.fields)
             try:

@@ -299,8 +299,9 @@ class RuleSet:
         self.source = source
         self._forced: list[tuple[Action, str | None]] = []
         self.paused = False
-        self._index: dict[str, list[Rule]] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._index: dict[str | None, _Bucket] = {}
+        self._src: list[Rule] | None = None
+        self._snap: list[Rule] = []
 
     @classmethod
     def from_text(cls, text: str, source: str = "<text>") -> RuleSet:
@@ -331,29 +332,61 @@ class RuleSet:
 
     def match(self, doc: Mapping[str, str], profile_id: str | None) -> Action | None:
         """The forced action if one is pending, else the first matching rule's action."""
-        for i, (action, mti) in enumerate(self._forced or ()):
-            if mti is None or doc.get("t") == mti:
-                del self._forced[i]
-                return action
-        rules = self._for_mti(doc.get("t", ""))
-        if not rules:
+        forced = self._forced
+        if forced:
+            for i, (action, mti) in enumerate(forced):
+                if mti is None or doc.get("t") == mti:
+                    del forced[i]
+                    return action
+        rules = self.rules
+        if rules is not self._src or rules != self._snap:
+            self._reindex()
+        mti = doc.get("t")
+        bucket = self._index.get(mti)
+        if bucket is None:
+            bucket = self._bucket(mti)
+        hits = bucket.plain
+        value = None
+        if bucket.keyed:
+            text = doc.get("4", "")
+            if text.isdecimal():
+                value = int(text)
+                extra = bucket.exact.get(value, ())
+                merge = bool(hits)
+                for mod, table in bucket.suffix:
+                    got = table.get(value % mod)
+                    if got:
+                        merge = merge or bool(extra)
+                        extra += got
+                if extra:
+                    hits = sorted({*hits, *extra}) if merge else extra
+        if not hits:
             return None
-        amount = _amount_of(doc)
-        for rule in rules:
+        amount = _amount_of(doc) if value is None else (value, str(value).zfill(12))
+        for pos in hits:
+            rule = rules[pos]
             if rule.check(doc, profile_id, amount):
                 return rule.action
         return None
 
-    def _for_mti(self, mti: str) -> list[Rule]:
-        """Rules that can match this MTI, in file order (index rebuilt when `rules` changes)."""
-        stamp = (id(self.rules), len(self.rules))
-        if self._stamp != stamp:
-            self._index.clear()
-            self._stamp = stamp
-        found = self._index.get(mti)
-        if found is None:
-            found = self._index[mti] = [r for r in self.rules if r.mti is None or mti in r.mti]
-        return found
+    def _reindex(self) -> None:
+        """Drop the per-MTI buckets: `rules` is another list or its content changed."""
+        self._index.clear()
+        self._src = self.rules
+        self._snap = list(self.rules)
+
+    def _bucket(self, mti: str | None) -> _Bucket:
+        """The rules that can match MTI `mti`, split by amount key (cached for up to 64 MTIs)."""
+        bucket = _Bucket(
+            [
+                (pos, rule)
+                for pos, rule in enumerate(self._snap)
+                if rule.mti is None or mti in frozenset(rule.mti)
+            ]
+        )
+        if len(self._index) < _MAX_BUCKETS:
+            self._index[mti] = bucket
+        return bucket
 
     def force_next(self, action: Action, count: int = 1, *, mti: str | None = None) -> None:
         """Answer the next `count` requests (of MTI `mti` when given) with `action`."""
@@ -373,6 +406,46 @@ class RuleSet:
     def pause(self, on: bool) -> None:
         """While paused the server answers nothing (it reads `paused`)."""
         self.paused = bool(on)
+
+
+_MAX_BUCKETS = 64
+
+
+class _Bucket:
+    """Positions of one MTI's candidate rules: checked always, by exact amount, by amount suffix.
+
+    An index only narrows the candidates: each candidate still runs `Rule.check`, in file order.
+    """
+
+    __slots__ = ("exact", "keyed", "plain", "suffix")
+
+    def __init__(self, rules: list[tuple[int, Rule]]) -> None:
+        plain: list[int] = []
+        exact: dict[int, tuple[int, ...]] = {}
+        by_len: dict[int, dict[int, tuple[int, ...]]] = {}
+        for pos, rule in rules:
+            value, ends = rule.amount, rule.amount_ends_with
+            if type(value) is int:
+                exact[value] = (*exact.get(value, ()), pos)
+            elif value is None and _digit_suffixes(ends):
+                for size, key in {(len(s), int(s)) for s in ends}:  # type: ignore[union-attr]
+                    table = by_len.setdefault(size, {})
+                    table[key] = (*table.get(key, ()), pos)
+            else:
+                plain.append(pos)
+        self.plain: tuple[int, ...] = tuple(plain)
+        self.exact = exact
+        self.suffix = tuple((10**size, table) for size, table in sorted(by_len.items()))
+        self.keyed = bool(exact or by_len)
+
+
+def _digit_suffixes(ends: Any) -> bool:
+    """True when `amount_ends_with` is a tuple of 1-12 ASCII digit strings (indexable by value)."""
+    return (
+        type(ends) is tuple
+        and bool(ends)
+        and all(type(s) is str and 1 <= len(s) <= 12 and s.isascii() and s.isdigit() for s in ends)
+    )
 
 
 def load_default() -> RuleSet:
