@@ -137,24 +137,41 @@ def fast_decode(raw: bytes) -> Doc:
     return doc if doc is not None else decode(raw)
 
 
+_Enc = tuple[
+    int, int, int, int, int, str, "list[bytes]"
+]  # n, bit, kind, len_type, max, pad, prefixes
+
+
+def _encoders() -> dict[str, _Enc]:
+    """Field key -> what encoding needs, with every length prefix the field can take pre-made."""
+    out: dict[str, _Enc] = {}
+    for n, (key, kind, len_type, max_len, pad) in _TABLE.items():
+        sizes = min(max_len + 1, 10 ** (2 * len_type)) if len_type else 0
+        prefixes = [a2b_hex(f"{size:0{2 * len_type}d}") for size in range(sizes)]
+        out[key] = (n, 1 << (128 - n), kind, len_type, max_len, pad, prefixes)
+    return out
+
+
+_ENCODERS = _encoders()
+
+
 def _encode_fields(doc: Mapping[str, str]) -> bytes | None:
     mti = doc.get("t")
     if type(mti) is not str or len(mti) != 4:
         return None
-    numbers = []
-    for key in doc:
-        if key == "t" or key == "p":
-            continue
-        if type(key) is not str or not key.isdigit() or not key.isascii():
-            return None
-        n = int(key)
-        if n not in _TABLE or _TABLE[n][0] != key:
-            return None
-        numbers.append(n)
-    numbers.sort()
+    fields: list[tuple[_Enc, str]] = []
     bits = 0
-    for n in numbers:
-        bits |= 1 << (128 - n)
+    for key, value in doc.items():
+        enc = _ENCODERS.get(key)
+        if enc is None:
+            if key == "t" or key == "p":
+                continue
+            return None
+        if type(value) is not str:
+            return None
+        bits |= enc[1]
+        fields.append((enc, value))
+    fields.sort()
     secondary = bits & ((1 << 64) - 1)
     if secondary:
         bits |= 1 << 127
@@ -162,11 +179,7 @@ def _encode_fields(doc: Mapping[str, str]) -> bytes | None:
         parts = [a2b_hex(mti), (bits >> 64).to_bytes(8, "big")]
         if secondary:
             parts.append(secondary.to_bytes(8, "big"))
-        for n in numbers:
-            key, kind, len_type, max_len, pad = _TABLE[n]
-            value = doc[key]
-            if type(value) is not str:
-                return None
+        for (_, _, kind, len_type, max_len, pad, prefixes), value in fields:
             if kind == 2:
                 data = value.encode("ascii")
                 size = len(data)
@@ -179,9 +192,9 @@ def _encode_fields(doc: Mapping[str, str]) -> bytes | None:
                 data = a2b_hex(value)
                 size = len(data)
             if len_type:
-                if size > max_len or size >= 10 ** (2 * len_type):
+                if size > max_len or size >= len(prefixes):
                     return None
-                parts.append(a2b_hex(f"{size:0{2 * len_type}d}"))
+                parts.append(prefixes[size])
             elif size != max_len:
                 return None
             parts.append(data)
