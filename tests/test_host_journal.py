@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rig.evidence.redact import luhn_ok
 from rig.host.journal import (
@@ -375,3 +377,92 @@ def test_sigkill_loses_no_acknowledged_append(tmp_path):
             got = j.get(entry_id)
             assert got is not None, f"acknowledged entry {entry_id} lost"
             assert (got.terminal_id, got.amount) == (f"T{w:07d}", i)
+
+
+# ---- the append path stores exactly what the generic masking would -------------------------
+
+
+def _generic_row(e: JournalEntry) -> tuple:
+    """The row as the obviously-correct path builds it: `mask` + redactor, `json.dumps`, the
+    writer's column list (TEST data only)."""
+    from dataclasses import fields
+
+    from rig.evidence.redact import redact_text, redact_value
+    from rig.host.journal_writer import INSERT
+
+    docs = {
+        "request": redact_value(dict(m.mask(e.request))),
+        "response": redact_value(dict(m.mask(e.response))),
+    }
+    values = {f.name: getattr(e, f.name) for f in fields(JournalEntry)}
+    values["pan_masked"] = redact_text(e.pan_masked) if e.pan_masked else e.pan_masked
+    values["mti_class"] = e.mti[:2]
+    values["reversed"] = int(e.reversed)
+    for name, doc in docs.items():
+        values[name] = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    columns = INSERT[INSERT.index("(") + 1 : INSERT.index(")")].split(", ")
+    return tuple(values[c] for c in columns)
+
+
+def _loadgen_entries() -> list[JournalEntry]:
+    """Chip authorisations and purchases as the load generator sends them, with the issuer's
+    responses (approvals and declines), built into entries as the server does."""
+    from rig.host.issuer import Issuer
+    from rig.host.loadgen import chip_authorization
+    from rig.host.rules import load_default
+    from rig.profiles import load_all
+
+    profiles = load_all("cardprofiles")
+    issuer = Issuer(profiles, None, load_default())
+    out = []
+    chips = [p for p in profiles.values() if p.applications]
+    for i, profile in enumerate(chips * 3):
+        builder = (m.authorization, m.purchase, m.pre_authorization)[i % 3]
+        amount = (100, 123456, 999_999_999)[i % 3]
+        req = chip_authorization(profile, stan=i + 1, terminal_id=TID, amount=amount,
+                                 builder=builder, atc=i + 1)  # fmt: skip
+        decision = issuer.decide(req)
+        resp = m.response_to(req, decision.rc)
+        resp.update(decision.fields)
+        resp["39"] = decision.rc
+        e = JournalEntry(
+            terminal_id=req["41"], stan=req["11"], transmission=req["7"], mti=req["t"],
+            processing_code=req["3"], amount=int(req["4"]), currency=req["49"],
+            rc=resp["39"], auth_id=resp.get("38"), rrn=resp.get("37"),
+            pan_masked=m.mask_pan(req["2"]), kind=decision.kind, request=req, response=resp,
+        )  # fmt: skip
+        out.append(e)
+    return out
+
+
+def test_rows_of_loadgen_requests_equal_the_generic_masking(tmp_path):
+    entries = _loadgen_entries()
+    assert {e.rc for e in entries} > {"00"} and len(entries) > 40
+    j = Journal(tmp_path / "j.sqlite3")
+    for e in entries:
+        prepared, req_json, resp_json = j._prepare(e)
+        assert j._row(prepared, req_json, resp_json) == _generic_row(e)
+        assert prepared is not e and prepared.request["2"] == m.mask_pan(e.request["2"])
+    with j.open():
+        ids = [j.append_sync(e) for e in entries]
+        stored = j._query("SELECT request, response FROM entries ORDER BY id")
+    assert ids == list(range(1, len(entries) + 1))
+    for e, (req_json, resp_json) in zip(entries, stored, strict=True):
+        assert (req_json, resp_json) == _generic_row(e)[-2:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.none(), st.text(max_size=24), st.from_regex(r"[0-9*]{10,24}", fullmatch=True)),
+    st.sampled_from(["0100", "0200", "0400"]),
+    st.booleans(),
+)
+def test_prepared_row_equals_the_generic_one(pan_masked, mti, reversed_):
+    e = entry(7, mti=mti)
+    e.pan_masked, e.reversed = pan_masked, reversed_
+    e.request = m.purchase(amount=5, stan=7, terminal_id=TID, merchant_id=MID, pan=TEST_PAN,
+                           now=NOW, track2=TEST_PAN + "D2812201")  # fmt: skip
+    j = Journal("unused.sqlite3")
+    prepared, req_json, resp_json = j._prepare(e)
+    assert j._row(prepared, req_json, resp_json) == _generic_row(e)
+    assert e.request["2"] == TEST_PAN and e.id is None  # the caller's entry is left alone

@@ -25,7 +25,7 @@ from typing import Any
 from rig.evidence.redact import redact_text, redact_value
 from rig.host import reconcile
 from rig.host.journal_keys import KeyFilter
-from rig.host.journal_mask import dumps, mask_pair
+from rig.host.journal_mask import dumps, mask_pair_json, redact
 from rig.host.journal_writer import SCHEMA, GroupCommitWriter, Op, connect
 from rig.host.reconcile import APPROVED
 from rig.iso8583.messages import Totals, mask, mask_pan
@@ -135,6 +135,7 @@ class JournalEntry:
 
 
 _COLUMNS = [f.name for f in fields(JournalEntry)]
+_STR_FIELDS = ("terminal_id", "stan", "transmission", "mti", "rc", "kind")
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM entries"
 _KEYS_SQL = "SELECT terminal_id, stan, transmission, mti_class FROM entries"
 _KEY_SQL = (
@@ -186,6 +187,7 @@ class Journal:
         self._read_lock = threading.Lock()
         self._inflight: dict[tuple[str, str, str, str], JournalEntry] = {}
         self._pending: dict[int, Op] = {}
+        self._outbox: dict[asyncio.AbstractEventLoop, list[Op]] = {}
         self._reversing: dict[int, int] = {}
         self._keys = KeyFilter()
         self._reader: sqlite3.Connection | None = None
@@ -235,6 +237,7 @@ class Journal:
         if self._reader is None:
             return
         if self._writer is not None:
+            self._flush_outbox()
             self._writer.stop()
         self._writer = None
         self._reader.close()
@@ -249,29 +252,67 @@ class Journal:
     # ---- appending ------------------------------------------------------------------------
 
     def _prepare(self, entry: JournalEntry) -> tuple[JournalEntry, str, str]:
-        for name in ("terminal_id", "stan", "transmission", "mti", "rc", "kind"):
-            if not isinstance(getattr(entry, name), str):
-                raise JournalError(f"journal entry field {name!r} must be a string")
-        if len(entry.mti) != 4 or not entry.mti.isdigit():
-            raise JournalError(f"journal entry mti {entry.mti!r} must be 4 digits, e.g. '0200'")
+        mti = entry.mti
+        if not (
+            isinstance(entry.terminal_id, str)
+            and isinstance(entry.stan, str)
+            and isinstance(entry.transmission, str)
+            and isinstance(mti, str)
+            and isinstance(entry.rc, str)
+            and isinstance(entry.kind, str)
+        ):
+            for name in _STR_FIELDS:
+                if not isinstance(getattr(entry, name), str):
+                    raise JournalError(f"journal entry field {name!r} must be a string")
+        if len(mti) != 4 or not mti.isdigit():
+            raise JournalError(f"journal entry mti {mti!r} must be 4 digits, e.g. '0200'")
         pan = entry.pan_masked
         try:
-            request, response = mask_pair(entry.request, entry.response)
+            request, response, req_json, resp_json = mask_pair_json(entry.request, entry.response)
         except TypeError as e:
             raise JournalError(str(e)) from None
-        entry = replace(
-            entry,
-            pan_masked=redact_text(pan) if pan else pan,
-            request=request,
-            response=response,
-        )
-        return entry, _json(entry.request, "request"), _json(entry.response, "response")
+        if req_json is None:
+            req_json = _json(request, "request")
+        if resp_json is None:
+            resp_json = _json(response, "response")
+        if type(pan) is not str:
+            pan = redact_text(pan) if pan else pan
+        elif len(pan) > 12 and pan[6:-4].strip("*"):  # else first 6 / last 4: nothing to redact
+            pan = redact(pan)
+        values = entry.__dict__.copy()
+        values["pan_masked"] = pan
+        values["request"] = request
+        values["response"] = response
+        copy = object.__new__(entry.__class__)
+        copy.__dict__ = values
+        return copy, req_json, resp_json
 
     @staticmethod
     def _row(e: JournalEntry, request: str, response: str) -> tuple[Any, ...]:
-        values = [getattr(e, name) for name in _COLUMNS[:-2]]
-        values[_COLUMNS.index("reversed")] = int(e.reversed)
-        return (*values[:6], mti_class(e.mti), *values[6:], request, response)
+        """The INSERT parameters of entry `e` (columns as in `journal_writer.INSERT`)."""
+        return (
+            e.id,
+            e.received_at,
+            e.terminal_id,
+            e.stan,
+            e.transmission,
+            e.mti,
+            e.mti[:2],
+            e.processing_code,
+            e.amount,
+            e.currency,
+            e.rc,
+            e.auth_id,
+            e.rrn,
+            e.batch,
+            e.pan_masked,
+            e.kind,
+            e.original_id,
+            int(e.reversed),
+            e.reversed_by,
+            request,
+            response,
+        )
 
     def _require_open(self) -> sqlite3.Connection:
         if self._reader is None:
@@ -287,27 +328,61 @@ class Journal:
         reverses: int | None = None,
         checked: bool = False,
     ) -> Op:
-        self._require_open()
+        if self._reader is None:
+            self._require_open()
         entry, req_json, resp_json = self._prepare(entry)
         fut: Any = loop.create_future() if loop is not None else concurrent.futures.Future()
+        key = (entry.terminal_id, entry.stan, entry.transmission, entry.mti[:2])
         with self._lock:
             if unique:
-                dup = self._find_duplicate_locked(entry.key, inflight_only=checked)
+                if checked:
+                    hit = self._inflight.get(key)
+                    dup = None if hit is None else self._with_reversal(hit)
+                else:
+                    dup = self._find_duplicate_locked(key)
                 if dup is not None:
                     raise DuplicateError(dup)
-            entry.id = self._next_id
-            self._next_id += 1
+            entry_id = entry.id = self._next_id
+            self._next_id = entry_id + 1
             op = Op(entry, self._row(entry, req_json, resp_json), fut, loop, reverses)
             if unique:
-                self._inflight[entry.key] = entry
-            self._pending[entry.id] = op
-            self._keys.add(entry.key)
+                self._inflight[key] = entry
+            self._pending[entry_id] = op
+            self._keys.add(key)
             if reverses is not None:
-                self._reversing[reverses] = entry.id
+                self._reversing[reverses] = entry_id
             self.stats["appends"] += 1
         assert self._writer is not None
-        self._writer.put(op)
+        if loop is None:
+            self._writer.put(op)
+        else:
+            self._hand_over(op, loop)
         return op
+
+    def _hand_over(self, op: Op, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue `op` for the writer at the end of this pass of its event loop: what one pass
+        handles reaches the writer thread together (one wake-up, one commit), not op by op."""
+        with self._lock:
+            box = self._outbox.get(loop)
+            if box is None:
+                box = self._outbox[loop] = []
+            box.append(op)
+            first = len(box) == 1
+        if first:
+            loop.call_soon(self._flush_outbox, loop)
+
+    def _flush_outbox(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Give the writer what the loop's pass queued (every loop's when `loop` is None)."""
+        with self._lock:
+            if loop is None:
+                boxes = list(self._outbox.values())
+                self._outbox.clear()
+            else:
+                boxes = [self._outbox.pop(loop, [])]
+        writer = self._writer
+        for ops in boxes:
+            if ops and writer is not None:
+                writer.put_many(ops)
 
     async def append(
         self, entry: JournalEntry, *, unique: bool = True, checked: bool = False
@@ -319,6 +394,16 @@ class Journal:
         """
         op = self._submit(entry, asyncio.get_running_loop(), unique=unique, checked=checked)
         return await op.future  # type: ignore[misc]
+
+    def submit(
+        self, entry: JournalEntry, *, unique: bool = True, checked: bool = False
+    ) -> asyncio.Future[int]:
+        """`append` without awaiting: the future gets the id once the entry is committed.
+
+        For a server that answers from a done-callback rather than a task per request.
+        """
+        op = self._submit(entry, asyncio.get_running_loop(), unique=unique, checked=checked)
+        return op.future  # type: ignore[return-value]
 
     def append_sync(self, entry: JournalEntry, *, unique: bool = True) -> int:
         """Blocking `append` for code outside an event loop."""
