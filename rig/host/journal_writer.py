@@ -48,12 +48,16 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_key ON entries (terminal_id, stan, transmission, mti_class);
 CREATE INDEX IF NOT EXISTS entries_batch ON entries (terminal_id, batch);
 """
-INSERT = (
+_INSERT_HEAD = (
     "INSERT INTO entries (id, received_at, terminal_id, stan, transmission, mti, mti_class, "
     "processing_code, amount, currency, rc, auth_id, rrn, batch, pan_masked, kind, "
-    "original_id, reversed, reversed_by, request, response) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "original_id, reversed, reversed_by, request, response) VALUES "
 )
+_ROW_PARAMS = "(" + ",".join("?" * 21) + ")"
+INSERT = _INSERT_HEAD + _ROW_PARAMS
+CHUNK = 64
+"""Rows per multi-row INSERT: one statement (one sqlite3 call, one GIL hand-over) per chunk."""
+_INSERTS = [""] + [_INSERT_HEAD + ",".join([_ROW_PARAMS] * n) for n in range(1, CHUNK + 1)]
 _REVERSE = "UPDATE entries SET reversed = 1, reversed_by = ? WHERE id = ?"
 CHECKPOINT_PERIOD = 0.5
 """Seconds between WAL checkpoints, made by their own thread and connection."""
@@ -75,7 +79,9 @@ class Op:
 
 def connect(path: Any) -> sqlite3.Connection:
     """A journal connection: autocommit mode (explicit BEGIN), WAL, synchronous=FULL."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=CHUNK + 64
+    )
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
@@ -150,12 +156,25 @@ class GroupCommitWriter:
     def put(self, op: Op) -> None:
         self.queue.put(op)
 
+    def put_many(self, ops: list[Op]) -> None:
+        """Queue several ops as one item: one wake-up of the thread for all of them."""
+        self.queue.put(ops)
+
     def _collect(self) -> list[Any]:
-        batch = [self.queue.get()]
-        if batch[0] is STOP:
-            return batch
+        """What is queued (up to about `max_batch` ops, waiting `group_window` for more); STOP,
+        if it came, is last."""
+        batch: list[Any] = []
+        item = self.queue.get()
         deadline = time.monotonic() + self.group_window
-        while len(batch) < self.max_batch:
+        while True:
+            if type(item) is list:
+                batch += item
+            else:
+                batch.append(item)
+                if item is STOP:
+                    break
+            if len(batch) >= self.max_batch:
+                break
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
@@ -166,9 +185,6 @@ class GroupCommitWriter:
                     item = self.queue.get(timeout=remaining)
                 except queue.Empty:
                     break
-            batch.append(item)
-            if item is STOP:
-                break
         return batch
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
@@ -193,10 +209,18 @@ class GroupCommitWriter:
 
     @staticmethod
     def _write(conn: sqlite3.Connection, ops: list[Op]) -> None:
+        plain = all(op.reverses is None for op in ops)
+        if plain and len(ops) <= CHUNK:
+            # One statement is one transaction in autocommit mode: a single sqlite3 call, so
+            # the thread takes the GIL back once, not once per row as executemany does.
+            conn.execute(_INSERTS[len(ops)], [v for op in ops for v in op.row])
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if all(op.reverses is None for op in ops):
-                conn.executemany(INSERT, [op.row for op in ops])
+            if plain:
+                for i in range(0, len(ops), CHUNK):
+                    chunk = ops[i : i + CHUNK]
+                    conn.execute(_INSERTS[len(chunk)], [v for op in chunk for v in op.row])
             else:
                 for op in ops:
                     conn.execute(INSERT, op.row)

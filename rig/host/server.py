@@ -17,7 +17,9 @@ import logging
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,8 @@ class _Conn(asyncio.Protocol):
         self.peer = "?"
         self.closed = False
         self.paused = False
+        self.inflight = 0
+        self.drained: asyncio.Future[None] | None = None
         self.last = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -136,32 +140,67 @@ class _Conn(asyncio.Protocol):
             return
         if self.reader.keepalives != before:
             self.server._keepalives(self, self.reader.keepalives - before)
-        if frames:
-            now = time.perf_counter()
-            self.pending.extend((f, now) for f in frames)
-            if len(self.pending) > _MAX_PENDING and not self.paused:
-                self.paused = True
-                self.transport.pause_reading()  # type: ignore[union-attr]
-            if self.task is None:
-                self.task = self.server._loop.create_task(self._work())
+        if not frames:
+            return
+        now = time.perf_counter()
+        if self.task is None and not self.pending and not self.inflight and len(frames) == 1:
+            # The common case (one request, nothing outstanding): handled right here, and the
+            # response leaves from the journal's commit callback; no task, no coroutine.
+            try:
+                rest = self.server._process(self, frames[0], now)
+            except Exception:
+                self._internal_error()
+                return
+            if rest is not None:
+                self.task = self.server._loop.create_task(self._work(rest))
+            return
+        self.pending.extend((f, now) for f in frames)
+        if len(self.pending) > _MAX_PENDING and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        if self.task is None:
+            self.task = self.server._loop.create_task(self._work())
 
-    async def _work(self) -> None:
+    async def _work(self, first: Coroutine[Any, Any, None] | None = None) -> None:
+        """Requests one at a time, in arrival order: each answered before the next is read."""
         try:
+            if first is not None:
+                await first
             while self.pending and not self.closed:
+                if self.inflight:
+                    await self._drain()
+                    continue
                 frame, arrived = self.pending.popleft()
-                await self.server._handle(self, frame)
-                self.server.stalls.record("request", (time.perf_counter() - arrived) * 1e3)
+                rest = self.server._process(self, frame, arrived)
+                if rest is not None:
+                    await rest
                 if self.paused and len(self.pending) < _MAX_PENDING // 2:
                     self.paused = False
                     self.transport.resume_reading()  # type: ignore[union-attr]
+            if self.inflight:
+                await self._drain()
         except Exception:
-            self.server.counters["internal_errors"] += 1
-            log.exception(
-                "%s %s: internal error; closing this connection only", self.name, self.peer
-            )
-            self.close()
+            self._internal_error()
         finally:
             self.task = None
+
+    def _internal_error(self) -> None:
+        self.server.counters["internal_errors"] += 1
+        log.exception("%s %s: internal error; closing this connection only", self.name, self.peer)
+        self.close()
+
+    async def _drain(self) -> None:
+        """Wait until every request handed to the journal has been answered."""
+        if self.inflight:
+            if self.drained is None or self.drained.done():
+                self.drained = self.server._loop.create_future()
+            await self.drained
+
+    def answered(self) -> None:
+        """One in-flight request's response is out (or abandoned)."""
+        self.inflight -= 1
+        if not self.inflight and self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
 
     def write(self, raw: bytes, tpdu: Any) -> None:
         if self.closed:
@@ -284,6 +323,7 @@ class HostServer:
                 task.cancel()
         self.stalls.unwatch_gc()
         tasks = [c.task for c in self._conns if c.task is not None]
+        tasks += [asyncio.ensure_future(c._drain()) for c in self._conns if c.inflight]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
         for conn in list(self._conns):
@@ -332,13 +372,21 @@ class HostServer:
 
     # ---- one request ---------------------------------------------------------------------
 
-    async def _handle(self, conn: _Conn, frame: Frame) -> None:
+    def _process(
+        self, conn: _Conn, frame: Frame, arrived: float
+    ) -> Coroutine[Any, Any, None] | None:
+        """Handle one request as far as it goes without waiting; the rest (if any) to await.
+
+        The usual request ends here: its journal entry is queued and its response is written
+        by the commit callback (`_committed`), once the entry is durable. Duplicates, reversals
+        that post, and rule actions return a coroutine that finishes them.
+        """
         self.counters["requests"] += 1
         try:
             doc = fast_decode(frame.payload)
         except Iso8583Error as e:
             self._format_error(conn, frame, str(e))
-            return
+            return None
         mti = doc["t"]
         tid = doc.get("41")
         stan = doc.get("11")
@@ -346,44 +394,110 @@ class HostServer:
             self._format_error(
                 conn, frame, f"MTI {mti} without DE11/DE41 or not a request", doc=doc
             )
-            return
+            return None
         if self.config.log_messages:
             log.debug("%s %s: rx %s", conn.name, conn.peer, mask(doc))
         if self.rules.paused:
             self.counters["paused_unanswered"] += 1
-            return
+            return None
         de7 = doc.get("7", "")
         journal = self.journal
         dup = journal.find_duplicate(tid, stan, de7, mti[:2])
         if dup is not None:
-            await self._replay(conn, frame, doc, dup)
-            return
-        original = None
-        kw: dict[str, Any] = {}
+            return self._replay(conn, frame, doc, dup, arrived)
         if mti in _REVERSALS:
-            de90 = doc.get("90", "")
-            if len(de90) >= 20:
-                original = journal.find_original(tid, de90[4:10], de90[10:20])
-            kw["original"] = original
-        elif mti == "0500":
+            return self._reversal(conn, frame, doc, arrived)
+        kw: dict[str, Any] = {}
+        if mti == "0500":
             kw["reconciliation"] = self._compare(doc)
         decision = self.issuer.decide(doc, **kw)
-        rc = decision.rc
-        resp = response_to(doc, rc)
+        resp = self._response(doc, decision)
+        future = journal.submit(self._entry(doc, resp, decision.kind, None), checked=True)
+        if decision.action is not None:
+            return self._finish(conn, frame, resp, decision, future, arrived)
+        conn.inflight += 1
+        future.add_done_callback(
+            partial(self._committed, conn, frame, resp, time.perf_counter(), arrived)
+        )
+        return None
+
+    @staticmethod
+    def _response(doc: dict[str, str], decision: Any) -> dict[str, str]:
+        resp = response_to(doc, decision.rc)
         resp.update(decision.fields)
-        resp["39"] = rc
-        entry = self._entry(doc, resp, decision.kind, original)
-        t0 = time.perf_counter()
-        if original is not None and rc == "00":
-            await journal.mark_reversed(original.id, entry)
-        else:
-            await journal.append(entry, checked=True)
-        self.stalls.record("journal_wait", (time.perf_counter() - t0) * 1e3)
-        self.rc_counts[rc] += 1
-        action = decision.action
-        if action is not None and await self._act(conn, frame, resp, action):
+        resp["39"] = decision.rc
+        return resp
+
+    async def _reversal(
+        self, conn: _Conn, frame: Frame, doc: dict[str, str], arrived: float
+    ) -> None:
+        """0400/0401: find the original, decide, and post the reversal with the original's flag
+        in one transaction (idempotent: a second reversal of the same original posts nothing)."""
+        journal = self.journal
+        dup = journal.find_duplicate(doc["41"], doc["11"], doc.get("7", ""), doc["t"][:2])
+        if dup is not None:  # the same reversal arrived again while this one waited its turn
+            await self._replay(conn, frame, doc, dup, arrived)
             return
-        self._send(conn, frame, resp)
+        de90 = doc.get("90", "")
+        original = None
+        if len(de90) >= 20:
+            original = journal.find_original(doc["41"], de90[4:10], de90[10:20])
+        decision = self.issuer.decide(doc, original=original)
+        resp = self._response(doc, decision)
+        entry = self._entry(doc, resp, decision.kind, original)
+        if original is not None and decision.rc == "00":
+            posted: Awaitable[int] = journal.mark_reversed(original.id, entry)
+        else:
+            posted = journal.submit(entry, checked=True)
+        await self._finish(conn, frame, resp, decision, posted, arrived)
+
+    def _committed(
+        self,
+        conn: _Conn,
+        frame: Frame,
+        resp: dict[str, str],
+        queued: float,
+        arrived: float,
+        future: asyncio.Future[int],
+    ) -> None:
+        """The journal made a request's entry durable (or failed): answer, or close on failure."""
+        try:
+            now = time.perf_counter()
+            if future.cancelled() or future.exception() is not None:
+                self.counters["internal_errors"] += 1
+                log.error(
+                    "%s %s: journal append failed (%s); closing this connection only",
+                    conn.name,
+                    conn.peer,
+                    "cancelled" if future.cancelled() else future.exception(),
+                )
+                conn.close()
+                return
+            self.stalls.record("journal_wait", (now - queued) * 1e3)
+            self.rc_counts[resp["39"]] += 1
+            self._send(conn, frame, resp)
+            self.stalls.record("request", (now - arrived) * 1e3)
+        finally:
+            conn.answered()
+
+    async def _finish(
+        self,
+        conn: _Conn,
+        frame: Frame,
+        resp: dict[str, str],
+        decision: Any,
+        journaled: Awaitable[int],
+        arrived: float,
+    ) -> None:
+        """Answer once the entry is durable, applying the rule action (delay, no answer …)."""
+        t0 = time.perf_counter()
+        await journaled
+        self.stalls.record("journal_wait", (time.perf_counter() - t0) * 1e3)
+        self.rc_counts[decision.rc] += 1
+        action = decision.action
+        if action is None or not await self._act(conn, frame, resp, action):
+            self._send(conn, frame, resp)
+        self.stalls.record("request", (time.perf_counter() - arrived) * 1e3)
 
     def _compare(self, doc: dict[str, str]) -> Any:
         from rig.iso8583.messages import Totals
@@ -420,7 +534,9 @@ class HostServer:
         conn.write(raw, frame.tpdu)
         self.counters["responses"] += 1
 
-    async def _replay(self, conn: _Conn, frame: Frame, doc: dict[str, str], dup: Any) -> None:
+    async def _replay(
+        self, conn: _Conn, frame: Frame, doc: dict[str, str], dup: Any, arrived: float
+    ) -> None:
         """A duplicate: the original response again (nothing posted), once it is durable."""
         self.counters["duplicates"] += 1
         if dup.id is not None:
@@ -433,6 +549,7 @@ class HostServer:
         if finish is not None:
             resp = finish(doc, resp)
         self._send(conn, frame, resp)
+        self.stalls.record("request", (time.perf_counter() - arrived) * 1e3)
 
     def _entry(self, doc: dict[str, str], resp: dict[str, str], kind: str, original: Any) -> Any:
         """The journal entry; the journal masks both documents once on the way in."""
