@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ from rig.host.journal import (
     JournalEntry,
     JournalError,
 )
+from rig.host.journal_writer import CHUNK, SCHEMA
 from rig.iso8583 import messages as m
 
 TEST_PAN = "5413339000000028"  # TEST PAN (cardprofiles/mc-debit-cda.yaml)
@@ -96,6 +98,39 @@ def test_journal_uses_wal_and_full_sync(journal):
     conn = journal._reader
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_batch_lookups_use_the_partial_index_and_old_journals_migrate(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        SCHEMA.split("DROP INDEX")[0]
+        + "CREATE INDEX entries_batch ON entries (terminal_id, batch);"
+    )
+    old.close()
+    with Journal(path) as j:
+        names = {
+            r[0] for r in j._reader.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        }
+        assert "entries_batch" not in names and "entries_in_batch" in names
+        plan = j._reader.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM entries WHERE terminal_id = ? AND batch = ?",
+            ("T", "000001"),
+        ).fetchall()
+        assert "entries_in_batch" in str(plan)
+
+
+def test_multi_row_insert_commits_a_large_batch_in_chunks(tmp_path):
+    async def run(j: Journal) -> list[int]:
+        return await asyncio.gather(
+            *(j.append(entry(i, amount=i + 1)) for i in range(3 * CHUNK + 5))
+        )
+
+    with Journal(tmp_path / "j.sqlite3", group_window=0.05) as j:
+        ids = asyncio.run(run(j))
+        assert sorted(ids) == list(range(1, 3 * CHUNK + 6))
+        assert j.stats["largest_batch"] > CHUNK  # one transaction, several INSERT statements
+        assert [e["amount"] for e in j.export()] == [i + 1 for i in range(3 * CHUNK + 5)]
 
 
 def test_64_concurrent_appends_share_transactions_and_stay_correct(journal):

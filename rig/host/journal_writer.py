@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS entries (
     response TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_key ON entries (terminal_id, stan, transmission, mti_class);
-CREATE INDEX IF NOT EXISTS entries_batch ON entries (terminal_id, batch);
+DROP INDEX IF EXISTS entries_batch;
+CREATE INDEX IF NOT EXISTS entries_in_batch ON entries (terminal_id, batch) WHERE batch IS NOT NULL;
 """
 _INSERT_HEAD = (
     "INSERT INTO entries (id, received_at, terminal_id, stan, transmission, mti, mti_class, "
