@@ -5,6 +5,8 @@
     framed echo server; the ratio. Closed-loop latency is connections / throughput (Little's
     law), so it says nothing about response time; targets: >= 3,000 auth/s, ratio >= 0.3.
     The host runs pinned to CPU 0 and the load generator to CPU 1 (one core each, repeatable).
+    `host_cpu_us_per_auth`: the host process's CPU per authorisation in this phase, event-loop
+    thread and journal threads apart, user and system (from /proc).
 (b) paced: 64 connections sending at a fixed total rate (default 1,000 auth/s, the record-day
     peak the issue cites), latency measured from each request's scheduled send time; target
     p99 <= 10 ms. Run after a 1 s pause (the WAL checkpoint catches up) with NO CPU pinning:
