@@ -289,3 +289,54 @@ def test_duplicate_key_exchange_replays_the_original_tr31_block(host):
     stored = json.dumps(rows)
     assert sub1["K2"] in stored, "the wrapped block is kept for replays"
     assert key.hex().upper() not in stored.upper(), "the clear key never enters the journal"
+
+
+def test_pipelined_requests_are_answered_in_order(host, profiles):
+    """Frames sent back to back on one connection (so several arrive in one read) are answered
+    in request order even when the first is held by a rule delay and others take other paths:
+    a plain purchase, a duplicate, a format error, a reversal. Then a single request per read
+    again (the callback-answered path) right behind an in-flight one."""
+    profile = profiles[PROFILE_ID]
+
+    def purchase(stan: int) -> dict[str, str]:
+        return chip_authorization(
+            profile, stan=stan, terminal_id=TID, builder=messages.purchase, merchant_id=MID
+        )
+
+    s1, s2, s3 = next_stan(), next_stan(), next_stan()
+    first, second = purchase(s1), purchase(s2)
+    rev = messages.reversal(second, stan=next_stan(), reason="98")
+    bad = messages.encode(messages.sign_on(stan=next_stan(), terminal_id=TID))[:-3]
+    burst = [messages.encode(first), messages.encode(second), messages.encode(first), bad]
+    burst += [messages.encode(rev), messages.encode(purchase(s3))]
+    with host.control() as ctl, client(host) as c:
+        ctl.force(delay_ms=300, mti="0200")
+        c.send_raw(b"".join(c.framing.frame(p, c.tpdu) for p in burst))
+        answers = [messages.decode(c.receive(5).payload) for _ in burst]
+        assert [(a["t"], a["11"]) for a in answers] == [
+            ("0210", f"{s1:06d}"),
+            ("0210", f"{s2:06d}"),
+            ("0210", f"{s1:06d}"),
+            ("0810", bad_stan(bad)),
+            ("0410", rev["11"]),
+            ("0210", f"{s3:06d}"),
+        ]
+        assert [a["39"] for a in answers] == ["00", "00", "00", "30", "00", "00"]
+        assert answers[2]["38"] == answers[0]["38"]  # the duplicate replays the original
+        s4, s5 = next_stan(), next_stan()
+        bad2 = messages.encode(messages.sign_on(stan=next_stan(), terminal_id=TID))[:-3]
+        c.send_payload(messages.encode(purchase(s4)))
+        time.sleep(0.002)  # its own read: answered from the journal's commit callback
+        c.send_payload(bad2)  # a format error is answered at once, but not before s4's answer
+        c.send_payload(messages.encode(purchase(s5)))
+        tail = [messages.decode(c.receive(5).payload)["11"] for _ in range(3)]
+        assert tail == [f"{s4:06d}", bad_stan(bad2), f"{s5:06d}"]
+    assert _journal_for(host, s2)[0]["reversed"] is True
+    assert len(_journal_for(host, s1)) == 1
+
+
+def bad_stan(raw: bytes) -> str:
+    """DE11 of a sign-on whose DE41 was cut short (readable by the host's partial decode)."""
+    from rig.host.server import _partial
+
+    return _partial(raw)["11"]
