@@ -379,7 +379,7 @@ class HostServer:
 
         The usual request ends here: its journal entry is queued and its response is written
         by the commit callback (`_committed`), once the entry is durable. Duplicates, reversals
-        that post, and rule actions return a coroutine that finishes them.
+        and requests a rule acts on return a coroutine that finishes them.
         """
         self.counters["requests"] += 1
         try:
