@@ -36,7 +36,11 @@ def serve(
         "127.0.0.1:0"
     ),
     state_dir: Annotated[
-        Path | None, typer.Option(help="folder keeping ATC, PIN tries, blocking between runs")
+        Path | None,
+        typer.Option(
+            help="folder keeping card state between runs (EMV: ATC, PIN tries, blocking; "
+            "purse: balance, counters, log, PIN tries)"
+        ),
     ] = None,
     interface: Annotated[str, typer.Option(help="contact or contactless")] = "contact",
     transcript: Annotated[

@@ -38,8 +38,13 @@ class ServedCard:
     startup_faults: list[dict[str, Any]] = field(default_factory=list)
 
 
-def purse_application(profile: CardProfile) -> PurseCardApplication:
-    """The purse card for a `kind: purse` profile (PIN from risk.pin, else the test PIN)."""
+def purse_application(
+    profile: CardProfile, *, state_dir: Path | None = None
+) -> PurseCardApplication:
+    """The purse card for a `kind: purse` profile (PIN from risk.pin, else the test PIN).
+
+    With `state_dir`, balance, counters, log and PIN tries persist in `state_dir/<id>.json`.
+    """
     section = profile.purse
     if section is None:
         raise CardHostError(f"profile {profile.id}: kind purse needs a purse section")
@@ -59,7 +64,7 @@ def purse_application(profile: CardProfile) -> PurseCardApplication:
         key_version=section.key_version,
         algorithm=section.algorithm,
     )
-    return PurseCardApplication(
+    app = PurseCardApplication(
         purse,
         asn,
         aid=bytes.fromhex(section.aid),
@@ -69,6 +74,16 @@ def purse_application(profile: CardProfile) -> PurseCardApplication:
         pin_try_limit=profile.risk.pin_try_limit,
         pin_required_for_load=profile.risk.pin is not None,
     )
+    if state_dir is not None:
+        from rig.card.emv_state import CardStateError
+        from rig.card.purse_state import persist
+
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            persist(app, profile, state_dir / f"{profile.id}.json")
+        except (CardStateError, OSError) as exc:
+            raise CardHostError(f"card state for {profile.id}: {exc}") from None
+    return app
 
 
 def emv_application(
@@ -108,7 +123,7 @@ def build(
             f"{p}: profile {profile.id} has interfaces {profile.interfaces}, not {interface}"
         )
     if profile.kind == "purse":
-        inner: CardApplication = purse_application(profile)
+        inner: CardApplication = purse_application(profile, state_dir=state_dir)
     elif profile.kind == "emv":
         inner = emv_application(profile, state_dir=state_dir, interface=interface)
     else:

@@ -169,7 +169,10 @@ def log_record(record: PurseRecord, overdraft: int = 0) -> bytes:
 
 
 class PurseCardApplication:
-    """The purse card (implements `CardApplication`); `purse` and the PIN state persist."""
+    """The purse card (implements `CardApplication`); `purse` and the PIN state persist.
+
+    `on_change` (e.g. `rig.card.purse_state.persist`) saves them after every change.
+    """
 
     def __init__(
         self,
@@ -184,6 +187,7 @@ class PurseCardApplication:
         pin_required_for_load: bool = True,
         key_index: int = 1,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         if not 5 <= len(aid) <= 16:
             raise PurseAppError(f"aid: {len(aid)} bytes, an AID has 5 to 16")
@@ -202,6 +206,8 @@ class PurseCardApplication:
         self.last_proof: TransactionProof | None = None
         self._pin = encode_pin(pin)
         self._random_bytes = random_bytes
+        self.on_change = on_change
+        """Called after every change of what persists (PIN tries, a completed load / purchase)."""
         a5 = encode(0x50, label) + encode(0xBF0C, encode(TAG_ASN, self.asn))
         self.fci = encode(0x6F, encode(0x84, self.aid) + encode(0xA5, a5))
         self.selected = False
@@ -272,11 +278,15 @@ class PurseCardApplication:
         if not 2 <= len(cmd.data) <= 6:
             return sw_bytes(SW_WRONG_LENGTH)
         if cmd.data == self._pin:
+            reset = self.pin_tries_left != self.pin_try_limit
             self.pin_tries_left = self.pin_try_limit
             self.pin_verified = True
+            if reset:
+                self._changed()
             return sw_bytes(SW_OK)
         self.pin_tries_left -= 1
         self.pin_verified = False
+        self._changed()
         return sw_bytes(0x63C0 | self.pin_tries_left)
 
     def _initialize(self, cmd: Command, _pending: int | None) -> bytes:
@@ -322,6 +332,7 @@ class PurseCardApplication:
         date, time, mac2 = cmd.data[0:4], cmd.data[4:7], cmd.data[7:11]
         tac = self.purse.credit_for_load(date, time, mac2)
         self.last_proof = TransactionProof(TYPE_LOAD, self.purse.online_counter - 1, mac2, tac)
+        self._changed()
         return tac + sw_bytes(SW_OK)
 
     def _debit_for_purchase(self, cmd: Command, pending: int | None) -> bytes:
@@ -336,6 +347,7 @@ class PurseCardApplication:
         tac, mac2 = self.purse.debit_for_purchase(seq, date, time, mac1)
         counter = self.purse.offline_counter - 1
         self.last_proof = TransactionProof(TYPE_PURCHASE, counter, mac2, tac)
+        self._changed()
         return tac + mac2 + sw_bytes(SW_OK)
 
     def _get_balance(self, cmd: Command, _pending: int | None) -> bytes:
@@ -371,6 +383,10 @@ class PurseCardApplication:
         if cmd.le not in (RECORD_LEN, 256):
             return sw_bytes(0x6C00 | RECORD_LEN)
         return records[cmd.p1 - 1] + sw_bytes(SW_OK)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _random4(self) -> bytes:
         value = bytes(self._random_bytes(4))

@@ -465,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", default="127.0.0.1:0", help="control host:port (0: any)")
     parser.add_argument("--app", default="iso7816", choices=sorted(APPS), help="card application")
     parser.add_argument("--profile", help="serve this card profile (or capture draft) instead")
-    parser.add_argument("--state-dir", help="folder keeping ATC, PIN tries, blocking per card")
+    parser.add_argument(
+        "--state-dir", help="folder keeping each card's state (EMV counters, purse balance)"
+    )
     parser.add_argument("--interface", default="contact", choices=("contact", "contactless"))
     parser.add_argument("--absent", action="store_true", help="start with the card removed")
     parser.add_argument("--mute-timeout", type=float, default=1.0, help="reader waiting time, s")
