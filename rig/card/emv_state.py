@@ -12,17 +12,17 @@ File layout (version 1):
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rig.card.state_file import read_state, write_state
 from rig.profiles.model import CardProfile
 
 __all__ = ["AppState", "CardState", "CardStateError", "Session", "log_record"]
 
 VERSION = 1
+_FIX = "delete it to start from the profile"
 LOG_RECORDS = 10
 
 
@@ -115,25 +115,11 @@ class CardState:
     def load(cls, path: str | Path, profile: CardProfile) -> CardState:
         """Read the state at `path`, or a fresh one (saved there on its first change)."""
         p = Path(path)
-        if not p.exists():
-            return cls.fresh(profile, p)
-        try:
-            raw = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise CardStateError(f"{p}: cannot read ({exc.strerror})") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CardStateError(f"{p}: not a JSON card state ({exc}); delete it") from None
-        return cls._from_json(raw, profile, p)
+        raw = read_state(p, "card state", profile_id=profile.id, version=VERSION, fix=_FIX)
+        return cls.fresh(profile, p) if raw is None else cls._from_json(raw, profile, p)
 
     @classmethod
-    def _from_json(cls, raw: Any, profile: CardProfile, p: Path) -> CardState:
-        if not isinstance(raw, dict) or raw.get("version") != VERSION:
-            raise CardStateError(f"{p}: version: expected {VERSION}; delete the file")
-        if raw.get("profile") != profile.id:
-            raise CardStateError(
-                f"{p}: profile: the state belongs to {raw.get('profile')!r}, not {profile.id!r}; "
-                "give each profile its own state file"
-            )
+    def _from_json(cls, raw: dict[str, Any], profile: CardProfile, p: Path) -> CardState:
         ptc = raw.get("pin_try_counter")
         if type(ptc) is not int or not 0 <= ptc <= profile.risk.pin_try_limit:
             raise CardStateError(
@@ -172,17 +158,10 @@ class CardState:
         }
 
     def save(self) -> None:
-        """Write the state to its path (no-op in memory); atomic, so a kill never half-writes."""
+        """Write the state to its path (no-op in memory); atomic and durable."""
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise CardStateError(
-                f"{self.path}: cannot save the card state ({exc.strerror})"
-            ) from None
+        write_state(self.path, self.to_json(), "card state")
 
 
 @dataclass

@@ -15,14 +15,13 @@ TRANSACTION PROVE) is `{"type": 2 | 6, "counter": n, "mac": hex 4, "tac": hex 4}
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rig.card.emv_state import CardStateError
 from rig.card.purse_app import LOG_RECORDS, PurseCardApplication, TransactionProof
+from rig.card.state_file import read_state, write_state
 from rig.prepaid.purse import TYPE_LOAD, TYPE_PURCHASE, PurseRecord
 from rig.profiles.model import CardProfile
 
@@ -66,26 +65,11 @@ class PurseState:
     def load(cls, path: str | Path, profile: CardProfile) -> PurseState:
         """Read the state at `path`, or a fresh one (saved there on its first change)."""
         p = Path(path)
-        if not p.exists():
-            return cls.fresh(profile, p)
-        try:
-            raw = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise CardStateError(f"{p}: cannot read ({exc.strerror}); check it") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CardStateError(f"{p}: not a JSON purse state ({exc}); {_FIX}") from None
-        return cls._from_json(raw, profile, p)
+        raw = read_state(p, "purse state", profile_id=profile.id, version=VERSION, fix=_FIX)
+        return cls.fresh(profile, p) if raw is None else cls._from_json(raw, profile, p)
 
     @classmethod
-    def _from_json(cls, raw: Any, profile: CardProfile, p: Path) -> PurseState:
-        if not isinstance(raw, dict) or raw.get("version") != VERSION:
-            got = raw.get("version") if isinstance(raw, dict) else raw
-            raise CardStateError(f"{p}: version: {got!r}, expected {VERSION}; {_FIX}")
-        if raw.get("profile") != profile.id:
-            raise CardStateError(
-                f"{p}: profile: the state belongs to {raw.get('profile')!r}, not {profile.id!r}; "
-                "give each profile its own state file (or delete this one)"
-            )
+    def _from_json(cls, raw: dict[str, Any], profile: CardProfile, p: Path) -> PurseState:
         unknown = sorted(set(raw) - set(_KEYS))
         if unknown:
             raise CardStateError(
@@ -170,17 +154,7 @@ class PurseState:
         """Write the state to its path (no-op in memory): temp file, fsync, atomic replace."""
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as f:
-                f.write(json.dumps(self.to_json(), indent=1))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise CardStateError(
-                f"{self.path}: cannot save the purse state ({exc.strerror})"
-            ) from None
+        write_state(self.path, self.to_json(), "purse state")
 
 
 def persist(app: PurseCardApplication, profile: CardProfile, path: str | Path) -> PurseState:
