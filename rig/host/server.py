@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,8 +27,9 @@ import iso8583
 
 from rig.host import tls
 from rig.host.codec import fast_decode, fast_encode
+from rig.host.connection import TerminalConnection
 from rig.host.diag import Stalls, loop_lag_ticker
-from rig.iso8583.framing import Frame, Framing, FramingError, get_framing
+from rig.iso8583.framing import Frame, FramingError, get_framing
 from rig.iso8583.messages import Iso8583Error, encode, mask, mask_pan, response_to
 from rig.iso8583.spec import SPEC
 
@@ -51,7 +52,6 @@ RESPONSE_MTI = {
     "0800": "0810",
 }
 _REVERSALS = frozenset({"0400", "0401"})
-_MAX_PENDING = 64
 
 
 class HostError(RuntimeError):
@@ -105,120 +105,6 @@ class HostConfig:
     log_messages: bool = False
 
 
-class _Conn(asyncio.Protocol):
-    """One terminal connection: incremental frame reader, a queue, one worker task at a time."""
-
-    def __init__(self, server: HostServer, framing: Framing, name: str) -> None:
-        self.server = server
-        self.framing = framing
-        self.name = name
-        self.reader = framing.reader()
-        self.pending: deque[tuple[Frame, float]] = deque()
-        self.task: asyncio.Task[None] | None = None
-        self.transport: asyncio.Transport | None = None
-        self.peer = "?"
-        self.closed = False
-        self.paused = False
-        self.inflight = 0
-        self.drained: asyncio.Future[None] | None = None
-        self.last = time.monotonic()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.server._opened(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.last = time.monotonic()
-        before = self.reader.keepalives
-        try:
-            frames = self.reader.feed(data)
-        except FramingError as e:
-            self.server._bad_frame(self, e)
-            return
-        if self.reader.keepalives != before:
-            self.server._keepalives(self, self.reader.keepalives - before)
-        if not frames:
-            return
-        now = time.perf_counter()
-        if self.task is None and not self.pending and not self.inflight and len(frames) == 1:
-            # The common case (one request, nothing outstanding): handled right here, and the
-            # response leaves from the journal's commit callback; no task, no coroutine.
-            try:
-                rest = self.server._process(self, frames[0], now)
-            except Exception:
-                self._internal_error()
-                return
-            if rest is not None:
-                self.task = self.server._loop.create_task(self._work(rest))
-            return
-        self.pending.extend((f, now) for f in frames)
-        if len(self.pending) > _MAX_PENDING and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
-        if self.task is None:
-            self.task = self.server._loop.create_task(self._work())
-
-    async def _work(self, first: Coroutine[Any, Any, None] | None = None) -> None:
-        """Requests one at a time, in arrival order: each answered before the next is read."""
-        try:
-            if first is not None:
-                await first
-            while self.pending and not self.closed:
-                if self.inflight:
-                    await self._drain()
-                    continue
-                frame, arrived = self.pending.popleft()
-                rest = self.server._process(self, frame, arrived)
-                if rest is not None:
-                    await rest
-                if self.paused and len(self.pending) < _MAX_PENDING // 2:
-                    self.paused = False
-                    self.transport.resume_reading()  # type: ignore[union-attr]
-            if self.inflight:
-                await self._drain()
-        except Exception:
-            self._internal_error()
-        finally:
-            self.task = None
-
-    def _internal_error(self) -> None:
-        self.server.counters["internal_errors"] += 1
-        log.exception("%s %s: internal error; closing this connection only", self.name, self.peer)
-        self.close()
-
-    async def _drain(self) -> None:
-        """Wait until every request handed to the journal has been answered."""
-        if self.inflight:
-            if self.drained is None or self.drained.done():
-                self.drained = self.server._loop.create_future()
-            await self.drained
-
-    def answered(self) -> None:
-        """One in-flight request's response is out (or abandoned)."""
-        self.inflight -= 1
-        if not self.inflight and self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
-
-    def write(self, raw: bytes, tpdu: Any) -> None:
-        if self.closed:
-            return
-        self.transport.write(  # type: ignore[union-attr]
-            self.framing.frame(raw, tpdu.swapped() if tpdu is not None else None)
-        )
-
-    def close(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.closed = True
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.server._lost(self)
-
-
 class HostServer:
     """The reference acquirer host: listeners, journal, key store, issuer, rules and counters."""
 
@@ -229,7 +115,7 @@ class HostServer:
         self.addresses: list[dict[str, Any]] = []
         self.control_address: str | None = None
         self._servers: list[asyncio.base_events.Server] = []
-        self._conns: set[_Conn] = set()
+        self._conns: set[TerminalConnection] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.stalls = Stalls()
@@ -302,7 +188,11 @@ class HostServer:
         name = f"{spec.framing}{'+tls' if spec.tls else ''}"
         try:
             server = await self._loop.create_server(
-                lambda: _Conn(self, framing, name), spec.host, spec.port, ssl=ctx, backlog=512
+                lambda: TerminalConnection(self, framing, name),
+                spec.host,
+                spec.port,
+                ssl=ctx,
+                backlog=512,
             )
         except OSError as e:
             raise HostError(f"cannot listen on {spec.host}:{spec.port}: {e.strerror}") from None
@@ -349,22 +239,22 @@ class HostServer:
 
     # ---- connection events ---------------------------------------------------------------
 
-    def _opened(self, conn: _Conn) -> None:
+    def _opened(self, conn: TerminalConnection) -> None:
         self._conns.add(conn)
         self.counters["connections"] += 1
         log.debug("%s %s: connected", conn.name, conn.peer)
 
-    def _lost(self, conn: _Conn) -> None:
+    def _lost(self, conn: TerminalConnection) -> None:
         self._conns.discard(conn)
         log.debug("%s %s: closed", conn.name, conn.peer)
 
-    def _keepalives(self, conn: _Conn, n: int) -> None:
+    def _keepalives(self, conn: TerminalConnection, n: int) -> None:
         self.counters["keepalives"] += n
         if self.config.echo_keepalive:
             for _ in range(n):
                 conn.transport.write(conn.framing._header(0))  # type: ignore[union-attr]
 
-    def _bad_frame(self, conn: _Conn, err: FramingError) -> None:
+    def _bad_frame(self, conn: TerminalConnection, err: FramingError) -> None:
         self.counters["closed_bad_frame"] += 1
         log.warning("%s %s: %s; closing this connection", conn.name, conn.peer, err)
         conn.pending.clear()
@@ -373,7 +263,7 @@ class HostServer:
     # ---- one request ---------------------------------------------------------------------
 
     def _process(
-        self, conn: _Conn, frame: Frame, arrived: float
+        self, conn: TerminalConnection, frame: Frame, arrived: float
     ) -> Coroutine[Any, Any, None] | None:
         """Handle one request as far as it goes without waiting; the rest (if any) to await.
 
@@ -429,7 +319,7 @@ class HostServer:
         return resp
 
     async def _reversal(
-        self, conn: _Conn, frame: Frame, doc: dict[str, str], arrived: float
+        self, conn: TerminalConnection, frame: Frame, doc: dict[str, str], arrived: float
     ) -> None:
         """0400/0401: find the original, decide, and post the reversal with the original's flag
         in one transaction (idempotent: a second reversal of the same original posts nothing)."""
@@ -453,7 +343,7 @@ class HostServer:
 
     def _committed(
         self,
-        conn: _Conn,
+        conn: TerminalConnection,
         frame: Frame,
         resp: dict[str, str],
         queued: float,
@@ -482,7 +372,7 @@ class HostServer:
 
     async def _finish(
         self,
-        conn: _Conn,
+        conn: TerminalConnection,
         frame: Frame,
         resp: dict[str, str],
         decision: Any,
@@ -509,7 +399,9 @@ class HostServer:
         batch = doc.get("60", "")[:6]
         return self.journal.compare(doc["41"], batch, totals)
 
-    async def _act(self, conn: _Conn, frame: Frame, resp: dict[str, str], action: Any) -> bool:
+    async def _act(
+        self, conn: TerminalConnection, frame: Frame, resp: dict[str, str], action: Any
+    ) -> bool:
         """Apply a rule's action; True when the normal response must not be written."""
         if action.delay_ms:
             await asyncio.sleep(action.delay_ms / 1000)
@@ -527,7 +419,7 @@ class HostServer:
             return True
         return False
 
-    def _send(self, conn: _Conn, frame: Frame, resp: dict[str, str]) -> None:
+    def _send(self, conn: TerminalConnection, frame: Frame, resp: dict[str, str]) -> None:
         raw = fast_encode(resp)
         if self.config.log_messages:
             log.debug("%s %s: tx %s", conn.name, conn.peer, mask(resp))
@@ -535,7 +427,7 @@ class HostServer:
         self.counters["responses"] += 1
 
     async def _replay(
-        self, conn: _Conn, frame: Frame, doc: dict[str, str], dup: Any, arrived: float
+        self, conn: TerminalConnection, frame: Frame, doc: dict[str, str], dup: Any, arrived: float
     ) -> None:
         """A duplicate: the original response again (nothing posted), once it is durable."""
         self.counters["duplicates"] += 1
@@ -578,7 +470,7 @@ class HostServer:
         )
 
     def _format_error(
-        self, conn: _Conn, frame: Frame, why: str, doc: dict[str, str] | None = None
+        self, conn: TerminalConnection, frame: Frame, why: str, doc: dict[str, str] | None = None
     ) -> None:
         """RC 30 when the MTI is a readable request, otherwise close this connection only."""
         self.counters["format_errors"] += 1
