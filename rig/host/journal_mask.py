@@ -46,7 +46,6 @@ __all__ = [
     "dumps",
     "is_tr31_block",
     "mask_document",
-    "mask_pair",
     "mask_pair_json",
     "redact",
     "scrub_icc",
@@ -347,16 +346,12 @@ def mask_document(doc: Any, *, response: bool = False) -> dict[str, Any]:
     return redact_value(dict(doc))
 
 
-def mask_pair(request: Any, response: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`mask_document` of a request and of its response."""
-    return mask_document(request), mask_document(response, response=True)
-
-
 def mask_pair_json(
     request: Any, response: Any
 ) -> tuple[dict[str, Any], dict[str, Any], str | None, str | None]:
-    """`mask_pair` plus each masked document's compact JSON (`dumps`), or None where the
-    caller has to encode it (documents that are not flat strings, or that need escaping)."""
+    """`mask_document` of a request and of its response, plus each one's compact JSON
+    (`dumps`), or None where the caller has to encode it (documents that are not flat strings,
+    or that need escaping)."""
     req = _strip(request, False)
     if req is None:
         masked_request = mask_document(request)
