@@ -246,8 +246,16 @@ class HostProcess:
     benchmark so the host never shares a process (or a core's event loop) with its clients.
     """
 
-    def __init__(self, data: str | os.PathLike[str], *args: str, timeout: float = 20.0) -> None:
-        argv = [sys.executable, "-m", "rig.host.cli", "serve", "--data", str(data), "--json"]
+    def __init__(
+        self,
+        data: str | os.PathLike[str],
+        *args: str,
+        timeout: float = 20.0,
+        command: list[str] | None = None,
+    ) -> None:
+        # `command` replaces `python -m rig.host.cli`: benchmarks/host_ablation.py uses it.
+        head = command if command is not None else [sys.executable, "-m", "rig.host.cli"]
+        argv = [*head, "serve", "--data", str(data), "--json"]
         self.proc = subprocess.Popen(
             [*argv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
