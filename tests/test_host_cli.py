@@ -72,6 +72,9 @@ def test_ctl_load_and_journal_against_a_running_host(tmp_path):
         assert load.exit_code == 0, load.output
         figures = json.loads(load.output)
         assert figures["per_s"] > 0 and set(figures["response_codes"]) == {"00"}
+        latencies = [figures[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")]
+        assert all(isinstance(v, float) and v > 0 for v in latencies), latencies
+        assert latencies == sorted(latencies), "p50 <= p90 <= p99 <= max"
         status = runner.invoke(app, ["ctl", "status", "--data", str(data), "--json"])
         assert json.loads(status.output)["journal_entries"] == figures["responses"]
         forced = runner.invoke(app, ["ctl", "force", "--rc", "05", "--data", str(data), "--json"])

@@ -1,7 +1,7 @@
-"""Issuer decisions on card flows: ARQC/ARPC, online PIN (format 0, TDES and AES DUKPT), MAC,
-expiry, unknown PAN, amount triggers, magstripe service code / CVV, refund, balance, pre-auth,
-reversals. TEST KEYS and TEST PANs only (cardprofiles/). Independent cross-checks: psec (retail
-MAC, format-4 PIN block, CVV; pyemv has no CVV function)."""
+"""Issuer decisions on card flows: ARQC/ARPC, online PIN (formats 0, 1, 3, TDES and AES DUKPT),
+MAC, expiry, unknown PAN, amount triggers, magstripe service code / CVV, refund, balance,
+pre-auth, reversals. TEST KEYS and TEST PANs only (cardprofiles/). Independent cross-checks: psec
+(retail MAC, format-3 and format-4 PIN blocks, TDES, CVV; pyemv has no CVV function)."""
 
 from __future__ import annotations
 
@@ -218,6 +218,30 @@ def test_pin_format0_under_tpk(issuer: Issuer) -> None:
     bad = pinblock.encrypt_pin(0, "4321", pan, TPK)
     d = issuer.decide(_pin_request("visa-credit-online-pin-dda", bad))
     assert d.rc == "55" and "wrong PIN; 2 tries left" in d.notes
+
+
+FORMAT1_FILL = "9A3C51E07B2D4F"  # ISO 9564-1 format 1 fills with any hex digits (a txn field)
+
+
+def _format1_clear(pin: str) -> bytes:
+    """Format 1 clear block written out here (psec has none): 1, PIN length, PIN, fill."""
+    return bytes.fromhex(f"1{len(pin):X}{pin}{FORMAT1_FILL[: 14 - len(pin)]}")
+
+
+@pytest.mark.parametrize("fmt", [1, 3])
+def test_pin_formats_1_and_3_under_tpk(issuer: Issuer, fmt: int) -> None:
+    """Blocks built with psec (format 3) or by hand (format 1), enciphered by psec's TDES."""
+    pan = "4761739001010010"
+
+    def block(pin: str) -> bytes:
+        clear = _format1_clear(pin) if fmt == 1 else psec.pinblock.encode_pinblock_iso_3(pin, pan)
+        assert clear[0] >> 4 == fmt
+        return psec.des.encrypt_tdes_ecb(TPK, clear)
+
+    d = issuer.decide(_pin_request("visa-credit-online-pin-dda", block("1234")))
+    assert d.rc == "00" and "PIN ok (TDES)" in d.notes, d.notes
+    d = issuer.decide(_pin_request("visa-credit-online-pin-dda", block("12345")))
+    assert d.rc == "55" and "wrong PIN; 2 tries left" in d.notes, d.notes
 
 
 def test_pin_try_limit_75(issuer: Issuer) -> None:

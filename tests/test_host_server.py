@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from rig.host.control import ControlError, HostProcess
 from rig.host.loadgen import TerminalClient, chip_authorization
 from rig.iso8583 import messages
 from rig.iso8583.framing import FRAMINGS, Tpdu
+from rig.iso8583.messages import Iso8583Error
 from rig.profiles import issuer_keys, load_all
 
 FRAMING_NAMES = list(FRAMINGS)
@@ -263,6 +266,113 @@ def test_control_force_pause_and_journal(host, profiles):
             ctl.force("5")
         with pytest.raises(ControlError, match="unknown command"):
             ctl.call("reboot")
+
+
+def _purchase(profile, amount: int = 100) -> dict[str, str]:
+    """A chip purchase of `amount` with a valid ARQC from the profile's TEST issuer keys."""
+    return chip_authorization(
+        profile,
+        stan=next_stan(),
+        terminal_id=TID,
+        amount=amount,
+        builder=messages.purchase,
+        merchant_id=MID,
+    )
+
+
+def test_forced_drop_connection_closes_only_that_connection(host, profiles):
+    profile = profiles[PROFILE_ID]
+    dropped = _purchase(profile)
+    with host.control() as ctl, client(host) as victim, client(host) as other:
+        before = ctl.status()["counters"].get("dropped", 0)
+        assert other.exchange(_purchase(profile), 5)["39"] == "00"
+        ctl.force(drop_connection=True)
+        victim.send_payload(messages.encode(dropped))
+        assert victim.receive(5) is None, "the connection is closed with no answer"
+        assert other.exchange(_purchase(profile), 5)["39"] == "00"
+        assert ctl.status()["counters"]["dropped"] == before + 1
+    with client(host) as c:
+        assert c.exchange(_purchase(profile), 5)["39"] == "00"
+    rows = _journal_for(host, int(dropped["11"]))
+    assert [r["rc"] for r in rows] == ["00"], "journaled before the action (docs/host.md)"
+
+
+def test_forced_malformed_answer_cannot_be_decoded(host, profiles):
+    profile = profiles[PROFILE_ID]
+    with host.control() as ctl, client(host) as c:
+        ctl.force(malformed=True)
+        c.send_payload(messages.encode(_purchase(profile)))
+        frame = c.receive(5)
+        assert frame is not None and frame.payload, "a framed answer arrives"
+        with pytest.raises(Iso8583Error):
+            messages.decode(frame.payload)
+        assert c.exchange(_purchase(profile), 5)["39"] == "00", "the connection keeps working"
+    with client(host) as c:
+        assert c.exchange(messages.echo_test(stan=next_stan(), terminal_id=TID), 5)["39"] == "00"
+
+
+def test_forced_delay_answers_late(host, profiles):
+    profile = profiles[PROFILE_ID]
+    with host.control() as ctl, client(host) as c:
+        ctl.force(delay_ms=300)
+        start = time.monotonic()
+        resp = c.exchange(_purchase(profile), 5)
+        took = time.monotonic() - start
+    assert resp["39"] == "00"
+    assert 0.3 <= took < 3, took
+
+
+RIG_HOST = [sys.executable, "-m", "rig.cli", "host"]
+
+
+def test_serve_with_a_rule_file(tmp_path, profiles):
+    """`rig host serve --rules FILE`: amount and PAN prefix rules give their codes over the
+    socket, and the file replaces the default amount triggers."""
+    data = tmp_path / "d"
+    init_data(data, [TID])
+    visa, other = profiles[PROFILE_ID], profiles["mc-debit-cda"]
+    prefix = visa.applications[0].pan[:8]
+    assert not other.applications[0].pan.startswith(prefix)
+    rules = tmp_path / "lab-rules.yaml"
+    rules.write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - name: amount 12.34 -> 65\n"
+        "    match: {mti: ['0200'], amount: 1234}\n"
+        "    action: {rc: '65'}\n"
+        "  - name: test visa range -> 62\n"
+        f"    match: {{pan_prefix: '{prefix}'}}\n"
+        "    action: {rc: '62'}\n"
+    )
+    with (
+        HostProcess(data, "--listen", "127.0.0.1:0", "--rules", str(rules), command=RIG_HOST) as h,
+        TerminalClient(h.listener("len2"), "len2") as c,
+    ):
+        assert c.exchange(_purchase(other, 1234), 5)["39"] == "65"
+        assert c.exchange(_purchase(visa), 5)["39"] == "62"
+        assert c.exchange(_purchase(other, 151), 5)["39"] == "00", "no default trigger"
+        assert c.exchange(_purchase(other), 5)["39"] == "00"
+
+
+def test_serve_with_a_bad_rule_file_gives_one_clear_error(tmp_path):
+    data = tmp_path / "d"
+    init_data(data, [TID])
+    bad = tmp_path / "bad-rules.yaml"
+    bad.write_text(
+        "version: 1\nrules:\n  - name: bare mti\n    match: {mti: [200]}\n    action: {rc: '05'}\n"
+    )
+    out = subprocess.run(
+        [*RIG_HOST, "serve", "--data", str(data), "--listen", "127.0.0.1:0", "--rules", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr + out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"error: {bad}: rules[0].match.mti")
+    assert "'0200'" in lines[0], "the error says how to fix it"
 
 
 def test_duplicate_key_exchange_replays_the_original_tr31_block(host):
