@@ -14,7 +14,7 @@ runner = CliRunner()
 
 COMMANDS = [[], ["init"], ["serve"], ["journal"], ["load"], ["ctl"], ["ctl", "status"],
             ["ctl", "force"], ["ctl", "pause"], ["ctl", "resume"], ["ctl", "clear"],
-            ["ctl", "journal"], ["ctl", "diag"]]  # fmt: skip
+            ["ctl", "journal"], ["ctl", "diag"], ["ctl", "reconcile"], ["keys"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "host")

@@ -34,7 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 ctl_app = typer.Typer(
-    help="Control a running host: status, force, pause, resume, clear, journal.",
+    help="Control a running host: status, force, pause, resume, clear, journal, reconcile.",
     no_args_is_help=True,
 )
 app.add_typer(ctl_app, name="ctl")
@@ -59,15 +59,21 @@ def host_test_key(name: str) -> bytes:
 
 
 def init_data(
-    data: Path, terminals: list[str] | tuple[str, ...] = ("TERM0001",), *, force: bool = False
+    data: Path,
+    terminals: list[str] | tuple[str, ...] = ("TERM0001",),
+    *,
+    force: bool = False,
+    profiles: Path | None = None,
 ) -> dict[str, Any]:
-    """Make a host data folder: master key, key store with TEST keys, TLS certificate."""
+    """Make a host data folder: master key, key store with TEST keys (plus the issuer master keys
+    of the card profiles in `profiles`, when given), TLS certificate."""
     from rig.host import tls
-    from rig.host.keystore import KeyStore, KeyStoreError, write_master_key
+    from rig.host.keystore import KeyStore, KeyStoreError, sync_issuer_keys, write_master_key
 
     for tid in terminals:
         if len(tid) != 8 or not tid.isascii() or not tid.isprintable():
             raise HostError(f"terminal id {tid!r} must be 8 printable ASCII characters (DE41)")
+    cards = _load_profiles(profiles) if profiles is not None else {}
     data.mkdir(parents=True, exist_ok=True)
     master_path = data / MASTER_KEY_FILE
     store_path = data / KEYSTORE_FILE
@@ -86,6 +92,7 @@ def init_data(
         for tid in terminals:
             store.put(f"tpk:{tid}", host_test_key(f"tpk:{tid}"), kind="tpk")
             store.put(f"tak:{tid}", host_test_key(f"tak:{tid}"), kind="tak")
+        issuer_keys = sync_issuer_keys(store, cards).imported
     except KeyStoreError as e:
         raise HostError(str(e)) from None
     cert, _ = tls.make_self_signed(data / TLS_DIR)
@@ -94,10 +101,27 @@ def init_data(
         "master_key_file": str(master_path),
         "keystore": str(store_path),
         "keys": store.describe(),
+        "profiles": str(profiles) if profiles is not None else None,
+        "issuer_keys": issuer_keys,
         "tls_certificate": str(cert),
         "tls_sha256": tls.fingerprint(cert),
         "test_material": True,
     }
+
+
+def _load_profiles(folder: Path) -> dict[str, Any]:
+    from rig.profiles import ProfileError, load_all
+
+    try:
+        return load_all(folder)
+    except ProfileError as e:
+        raise HostError(f"card profiles: {e}") from None
+
+
+def _echo_issuer_keys(imported: dict[str, list[dict[str, str]]]) -> None:
+    for pid, rows in imported.items():
+        kcvs = "  ".join(f"{r['name'].replace(f':{pid}', '')} KCV {r['kcv']}" for r in rows)
+        typer.echo(f"    {pid:<32} {kcvs}")
 
 
 @app.command("init")
@@ -106,21 +130,94 @@ def init_cmd(
     terminal: list[str] = typer.Option(
         ["TERM0001"], "--terminal", help="Terminal id (8 chars) to make PIN/MAC keys for."
     ),
+    profiles: Path | None = typer.Option(
+        None,
+        "--profiles",
+        help="Card profiles whose issuer master keys to import (default: ./cardprofiles if any).",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing key store."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Create a data folder: TEST master key, key store (zone, PIN, MAC, BDK keys), TLS cert."""
+    """Create a data folder: TEST master key, key store (zone, PIN, MAC, BDK, issuer keys), TLS."""
+    if profiles is None and Path("cardprofiles").is_dir():
+        profiles = Path("cardprofiles")
     try:
-        info = init_data(data, terminal, force=force)
+        info = init_data(data, terminal, force=force, profiles=profiles)
     except HostError as e:
         raise _fail(str(e)) from None
     if as_json:
         typer.echo(json.dumps(info))
         return
     typer.echo(f"host data folder {data} initialised (TEST keys only)")
+    issuer_names = {r["name"] for rows in info["issuer_keys"].values() for r in rows}
     for k in info["keys"]:
-        typer.echo(f"  {k['name']:<16} {k['kind']:<9} KCV {k['kcv']}")
+        if k["name"] not in issuer_names:
+            typer.echo(f"  {k['name']:<16} {k['kind']:<9} KCV {k['kcv']}")
+    if info["issuer_keys"]:
+        typer.echo(f"  issuer master keys from {profiles}:")
+        _echo_issuer_keys(info["issuer_keys"])
+    else:
+        typer.echo("  no card profiles imported: the host imports them when it starts")
     typer.echo(f"  TLS certificate {info['tls_certificate']} SHA-256 {info['tls_sha256'][:32]}…")
+
+
+def key_listing(
+    data: Path, reimport: list[str] | tuple[str, ...] = (), profiles: Path | None = None
+) -> dict[str, Any]:
+    """The data folder's key store as name, kind, algorithm, length, KCV (never a key); first
+    replaces the issuer master keys of the `reimport` profile ids with those in `profiles`."""
+    from rig.host.keystore import KeyStore, KeyStoreError, load_master_key, sync_issuer_keys
+
+    key_file = data / MASTER_KEY_FILE
+    try:
+        store = KeyStore.open(
+            data / KEYSTORE_FILE, load_master_key(key_file if key_file.is_file() else None)
+        )
+        reimported: dict[str, list[dict[str, str]]] = {}
+        if reimport:
+            folder = profiles or Path("cardprofiles")
+            cards = _load_profiles(folder)
+            unknown = [pid for pid in reimport if pid not in cards]
+            if unknown:
+                raise HostError(
+                    f"no card profile {', '.join(map(repr, unknown))} in {folder}; "
+                    f"known: {', '.join(sorted(cards)) or 'none'}"
+                )
+            chosen = {pid: cards[pid] for pid in reimport}
+            reimported = sync_issuer_keys(store, chosen, replace=reimport).imported
+    except KeyStoreError as e:
+        raise HostError(f"key store: {e}") from None
+    return {"keystore": str(store.path), "keys": store.describe(), "reimported": reimported}
+
+
+@app.command("keys")
+def keys_cmd(
+    data: Path = DataOpt,
+    reimport: list[str] = typer.Option(
+        [], "--reimport", help="Profile id whose issuer master keys to replace (repeat)."
+    ),
+    profiles: Path = typer.Option(
+        Path("cardprofiles"), "--profiles", help="Card profiles read by --reimport."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List the key store (name, kind, KCV; never a key); --reimport a re-generated profile."""
+    try:
+        info = key_listing(data, reimport, profiles)
+    except HostError as e:
+        raise _fail(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    width = max((len(k["name"]) for k in info["keys"]), default=4)
+    for k in info["keys"]:
+        typer.echo(f"{k['name']:<{width}}  {k['kind']:<9} KCV {k['kcv']}")
+    if reimport:
+        typer.echo(f"re-imported from {profiles} (the host uses them from its next start):")
+        _echo_issuer_keys(info["reimported"])
+        for pid in reimport:
+            if pid not in info["reimported"]:
+                typer.echo(f"    {pid:<32} unchanged")
 
 
 @app.command("serve")
@@ -320,6 +417,69 @@ def ctl_journal(
 ) -> None:
     """The running host's journal, PANs masked."""
     _ctl(control, data, as_json, "journal", limit=limit)
+
+
+@ctl_app.command("reconcile")
+def ctl_reconcile(
+    terminal: str = typer.Option(..., "--terminal", help="Terminal id (DE41, 8 characters)."),
+    batch: str = typer.Option(..., "--batch", help="Batch number (DE60), e.g. 000007 or 7."),
+    control: str | None = ControlOpt,
+    data: Path = CtlDataOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """A terminal batch: host totals against the terminal's last 0500, and what differs.
+
+    Shows in balance / out of balance, the differing figures and the transactions that explain
+    them (PANs masked); before the terminal's first 0500 only the host totals.
+    """
+    from rig.host.control import ControlError
+
+    client = _client(control, data)
+    try:
+        result = client.call("reconcile", terminal=terminal, batch=batch)
+    except ControlError as e:
+        raise _fail(str(e)) from None
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for line in _reconcile_text(result):
+        typer.echo(line)
+
+
+def _figures(t: dict[str, Any]) -> str:
+    return (
+        f"sales {t['sale_count']} / {t['sale_amount']}, "
+        f"refunds {t['refund_count']} / {t['refund_amount']}"
+    )
+
+
+def _reconcile_text(r: dict[str, Any]) -> list[str]:
+    """`ctl reconcile` for a person: verdict, both totals, differences."""
+    head = f"terminal {r['terminal_id']} batch {r['batch']}: "
+    upload = r.get("reconciliation")
+    if r.get("in_balance") is None or upload is None:
+        return [head + "no 0500 from the terminal yet", "  host     " + _figures(r["host_totals"])]
+    verdict = "in balance" if r["in_balance"] else "OUT OF BALANCE"
+    lines = [
+        head + f"{verdict} (0500 entry {upload['id']}, STAN {upload['stan']}, RC {upload['rc']})",
+        "  host     " + _figures(r["host_totals"]),
+        "  terminal " + _figures(r["terminal_totals"]),
+    ]
+    for d in r["differences"]:
+        if d["type"] == "figure":
+            lines.append(
+                f"  {d['field']}: host {d['host']}, terminal {d['terminal']} "
+                f"(difference {d['difference']:+d})"
+            )
+        else:
+            lines.append(
+                f"  entry {d['id']} {d['mti']} STAN {d['stan']} {d['category']} {d['amount']} "
+                f"RC {d['rc']}{' REVERSED' if d['reversed'] else ''} PAN {d['pan_masked']}: "
+                f"{d['reason']}"
+            )
+    return lines
 
 
 # ---- journal, load ---------------------------------------------------------------------------

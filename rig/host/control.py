@@ -4,7 +4,8 @@ Requests are one JSON object per line, `{"cmd": NAME, ...}`; each gets one line 
 `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. Commands:
 `status`, `force` (rc, delay_ms, no_answer, drop_connection, malformed, count), `pause`,
 `resume`, `clear`, `journal` (limit; always masked), `diag` (stall diagnostics since the last
-reset; `reset`). Tests and `rig host ctl` use `HostControl`.
+reset; `reset`), `reconcile` (terminal, batch: host totals against the terminal's last 0500, in
+balance or not, the differing transactions; masked). Tests and `rig host ctl` use `HostControl`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from rig.host.server import HostServer
 
 ACTION_FIELDS = ("rc", "delay_ms", "no_answer", "drop_connection", "malformed")
-COMMANDS = ("status", "force", "pause", "resume", "clear", "journal", "diag")
+COMMANDS = ("status", "force", "pause", "resume", "clear", "journal", "diag", "reconcile")
 _MAX_LINE = 65536
 
 
@@ -138,6 +139,24 @@ class ControlServer:
         rows = self.host.journal.export(masked=True)
         return rows[-limit:] if limit else rows
 
+    def _reconcile(self, req: dict[str, Any]) -> dict[str, Any]:
+        from rig.evidence.redact import redact_value
+        from rig.host.reconcile import batch_report
+
+        terminal, batch = _batch_key(req.get("terminal"), req.get("batch"))
+        entries = self.host.journal.entries(terminal_id=terminal, batch=batch)
+        return redact_value(batch_report(terminal, batch, entries))
+
+
+def _batch_key(terminal: Any, batch: Any) -> tuple[str, str]:
+    """(DE41 terminal id, 6-digit DE60 batch) from a `reconcile` command; ControlError if bad."""
+    if not isinstance(terminal, str) or len(terminal) != 8 or not terminal.isprintable():
+        raise ControlError(f"terminal {terminal!r} must be the 8-character DE41 terminal id")
+    text = str(batch) if isinstance(batch, int) and not isinstance(batch, bool) else batch
+    if not (isinstance(text, str) and text.isdecimal() and text.isascii() and len(text) <= 6):
+        raise ControlError(f"batch {batch!r} must be the DE60 batch number, 1-6 digits (000007)")
+    return terminal, text.zfill(6)
+
 
 class HostControl:
     """Blocking Python client of a host's control endpoint ('HOST:PORT')."""
@@ -222,6 +241,11 @@ class HostControl:
     def journal(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Journal rows, PANs masked (newest last)."""
         return self.call("journal", limit=limit)
+
+    def reconcile(self, terminal: str, batch: str | int) -> dict[str, Any]:
+        """A terminal batch: host totals, the terminal's last 0500 totals, `in_balance` (None
+        before any 0500) and the differences with the transactions that explain them."""
+        return self.call("reconcile", terminal=terminal, batch=batch)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -364,12 +364,15 @@ def check_cryptogram(issuer: Issuer, txn: Txn, ref: CardRef, tags: dict[str, byt
         txn.note("cryptogram for a card without an EMV application")
         return "05"
     crypto = ref.app.crypto
+    if ref.imk_ac is None:
+        txn.note("no issuer master key (imk_ac) for this application")
+        return "96"
     psn = _psn(txn, tags, ref)
     cid = tags.get("9F27")
     kind = ("AAC", "TC", "ARQC", "AC")[cid[0] >> 6 if cid else 2]
     arqc = tags["9F26"]
     try:
-        card = issuer.icc_mk(crypto.cvn, crypto.imk_ac, ref.pan, psn)
+        card = issuer.icc_mk(crypto.cvn, ref.imk_ac, ref.pan, psn)
         data, atc, un = card.ac_input(tags)
         sk = card.session(atc, un)
         ok = hmac.compare_digest(sk.mac(data, card.padding), arqc)

@@ -247,12 +247,8 @@ def _purse_state(issuer: Issuer, asn: str) -> dict[str, Any] | None:
     state = issuer.purses.get(asn.upper())
     if state is None:
         p = profile.purse
-        keys = purse.PurseKeys.from_master_keys(
-            bytes.fromhex(p.keys.mlk),
-            bytes.fromhex(p.keys.mpk),
-            bytes.fromhex(p.keys.mtk),
-            bytes.fromhex(p.asn),
-        )
+        mlk, mpk, mtk = issuer.purse_master_keys[profile.id]
+        keys = purse.PurseKeys.from_master_keys(mlk, mpk, mtk, bytes.fromhex(p.asn))
         state = {"balance": p.initial_balance, "max": p.max_balance, "keys": keys, "issued": True}
         issuer.purses[asn.upper()] = state
     return state

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,14 @@ from typing import Any
 from rig.crypto.mac import mac_alg3
 from rig.crypto.primitives import CryptoError
 from rig.host import flows_card, flows_misc
+from rig.host.keystore import (
+    PURSE_KEYS,
+    KeyStoreError,
+    emv_key_name,
+    issuer_key_material,
+    purse_key_name,
+    sync_issuer_keys,
+)
 from rig.host.rules import Action, RuleSet
 from rig.iso8583.messages import Iso8583Error, Totals, encode, response_to
 from rig.prepaid.purse import PurseError
@@ -38,6 +47,8 @@ __all__ = [
     "mac_field",
     "mac_input",
 ]
+
+log = logging.getLogger("rig.host.issuer")
 
 DEFAULT_OPEN_TO_BUY = 10_000_000_000
 """Open-to-buy every card starts with, minor units (100,000,000.00): large so load runs pass."""
@@ -75,11 +86,13 @@ class Account:
 
 @dataclass(frozen=True)
 class CardRef:
-    """A card found in the profiles: profile, EMV application (None for magstripe) and PAN."""
+    """A card found in the profiles: profile, EMV application (None for magstripe), PAN and the
+    application's AC issuer master key as the issuer holds it (from the key store)."""
 
     profile: CardProfile
     app: Any
     pan: str
+    imk_ac: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -139,7 +152,13 @@ def compute_mac(key: bytes, doc: Mapping[str, str]) -> bytes:
 
 
 class Issuer:
-    """Pure issuer decisions for the reference host (state in memory)."""
+    """Pure issuer decisions for the reference host (state in memory).
+
+    With a key store, the card issuer master keys come from it: the keys of a profile the store
+    lacks are imported first (one log line per profile, KCVs only), and a stored key that differs
+    from its profile stops construction with HostError. Without a store they come from the
+    profiles (unit tests). Either way they are resolved once here, never per request.
+    """
 
     def __init__(
         self,
@@ -174,14 +193,41 @@ class Issuer:
         self._icc_mk: dict[tuple[str, bytes | str, str, str], Any] = {}
         self.by_pan: dict[str, CardRef] = {}
         self.by_purse: dict[str, CardProfile] = {}
+        self.purse_master_keys: dict[str, tuple[bytes, ...]] = {}
+        keys = self._issuer_keys()
         for profile in self.profiles.values():
-            for app in profile.applications:
-                self.by_pan.setdefault(app.pan, CardRef(profile, app, app.pan))
+            pid = profile.id
+            for i, app in enumerate(profile.applications):
+                imk = keys[emv_key_name("imk_ac", pid, i)]
+                self.by_pan.setdefault(app.pan, CardRef(profile, app, app.pan, imk))
             if profile.magstripe is not None:
                 pan = profile.magstripe.pan
                 self.by_pan.setdefault(pan, CardRef(profile, None, pan))
             if profile.purse is not None:
                 self.by_purse[profile.purse.asn.upper()] = profile
+                self.purse_master_keys[pid] = tuple(
+                    keys[purse_key_name(k, pid)] for k in PURSE_KEYS
+                )
+
+    def _issuer_keys(self) -> dict[str, bytes]:
+        """Card issuer master keys by key store name: from the key store (importing those of
+        profiles it lacks), or from the profiles when the issuer has no key store."""
+        if self.keystore is None:
+            return {
+                name: key
+                for profile in self.profiles.values()
+                for name, _, key in issuer_key_material(profile)
+            }
+        try:
+            synced = sync_issuer_keys(self.keystore, self.profiles)
+        except KeyStoreError as e:
+            from rig.host.server import HostError
+
+            raise HostError(str(e)) from None
+        for pid, rows in synced.imported.items():
+            kcvs = ", ".join(f"{r['name']} KCV {r['kcv']}" for r in rows)
+            log.info("card profile %s: issuer keys imported into the key store: %s", pid, kcvs)
+        return synced.keys
 
     # ---- public helpers ----
 

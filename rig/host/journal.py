@@ -574,6 +574,18 @@ class Journal:
         out = [asdict(_row_entry(r)) for r in self._query(sql, args)]
         return [redact_value(d) for d in out] if masked else out
 
+    def entries(self, *, kinds: Iterable[str] = (), **where: str) -> list[JournalEntry]:
+        """Committed entries, oldest first: of these `kinds` (all when empty), with column
+        values `where` (terminal_id=, batch=). Start-up restore and `ctl reconcile` read it."""
+        kinds = list(kinds)
+        bad = set(where) - {"terminal_id", "batch"}
+        if bad:
+            raise JournalError(f"entries() filters on terminal_id and batch, not {sorted(bad)}")
+        tests = [f"kind IN ({', '.join('?' * len(kinds))})"] if kinds else []
+        tests += [f"{column} = ?" for column in where]
+        sql = _SELECT + (" WHERE " + " AND ".join(tests) if tests else "") + " ORDER BY id"
+        return [_row_entry(r) for r in self._query(sql, (*kinds, *where.values()))]
+
     # ---- reconciliation -------------------------------------------------------------------
 
     def _batch_entries(self, terminal_id: str, batch: str) -> list[JournalEntry]:

@@ -3,30 +3,44 @@
 The file is JSON holding, per key, its name, kind, key check value and the GCM ciphertext; the
 clear key exists only in memory. Each ciphertext is bound to its name and kind (GCM associated
 data), so entries cannot be swapped or relabelled. Nothing here logs, and no error message
-carries key material: key check values (KCVs) identify keys instead.
+carries key material: key check values (KCVs) identify keys instead. Card issuer master keys
+(EMV IMKs, purse master keys) are imported from the card profiles by `sync_issuer_keys`.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import secrets
 import threading
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rig.crypto.keys import kcv_aes_cmac, kcv_tdes
 
+if TYPE_CHECKING:
+    from rig.profiles import CardProfile
+
 __all__ = [
+    "EMV_KEYS",
     "ENV_VAR",
     "FORMAT",
+    "PURSE_KEYS",
+    "IssuerKeySync",
     "KeyStore",
     "KeyStoreError",
     "algorithm_for",
+    "emv_key_name",
+    "issuer_key_material",
     "load_master_key",
+    "purse_key_name",
+    "sync_issuer_keys",
     "write_master_key",
 ]
 
@@ -211,8 +225,7 @@ class KeyStore:
         finally:
             os.close(dfd)
 
-    def put(self, name: str, key: bytes, *, kind: str) -> str:
-        """Store (or replace) `key` under `name`; returns its KCV. Kind 'x-aes' means AES."""
+    def _seal(self, name: str, key: bytes, kind: str) -> dict[str, Any]:
         if not isinstance(name, str) or not name or name != name.strip():
             raise KeyStoreError(f"key name {name!r} must be a non-empty string without spaces")
         if not isinstance(kind, str) or not kind:
@@ -228,7 +241,7 @@ class KeyStore:
             )
         key = bytes(key)
         nonce = secrets.token_bytes(12)
-        entry = {
+        return {
             "kind": kind,
             "algorithm": algorithm,
             "length": len(key),
@@ -236,10 +249,20 @@ class KeyStore:
             "nonce": nonce.hex(),
             "ct": self._aead.encrypt(nonce, key, _aad(name, kind)).hex(),
         }
+
+    def put(self, name: str, key: bytes, *, kind: str) -> str:
+        """Store (or replace) `key` under `name`; returns its KCV. Kind 'x-aes' means AES."""
+        return self.put_many([(name, key, kind)])[0]
+
+    def put_many(self, entries: Iterable[tuple[str, bytes, str]]) -> list[str]:
+        """Store (or replace) several (name, key, kind) with one file write; returns the KCVs."""
+        sealed = [(name, self._seal(name, key, kind)) for name, key, kind in entries]
+        if not sealed:
+            return []
         with self._lock:
-            self._doc["keys"][name] = entry
+            self._doc["keys"].update(sealed)
             self._save()
-        return entry["kcv"]
+        return [entry["kcv"] for _, entry in sealed]
 
     def _entry(self, name: str) -> dict[str, Any]:
         try:
@@ -307,3 +330,85 @@ class KeyStore:
             }
             for name, e in sorted(self._doc["keys"].items())
         ]
+
+
+# ---- card issuer master keys ----------------------------------------------------------------
+
+EMV_KEYS = ("imk_ac", "imk_smi", "imk_smc")
+"""Issuer master keys of an EMV application (profile `applications[i].crypto`)."""
+PURSE_KEYS = ("mlk", "mpk", "mtk")
+"""Purse master keys of a prepaid profile (profile `purse.keys`)."""
+
+
+def emv_key_name(key: str, profile_id: str, index: int) -> str:
+    """Key store name of an EMV issuer master key: `imk_ac:<profile id>:<application index>`."""
+    return f"{key}:{profile_id}:{index}"
+
+
+def purse_key_name(key: str, profile_id: str) -> str:
+    """Key store name of a purse master key: `purse_mlk:<profile id>`."""
+    return f"purse_{key}:{profile_id}"
+
+
+def issuer_key_material(profile: CardProfile) -> list[tuple[str, str, bytes]]:
+    """(key store name, kind, clear key) of every issuer master key a card profile holds."""
+    out = [
+        (emv_key_name(k, profile.id, i), k.replace("_", "-"), bytes.fromhex(getattr(app.crypto, k)))
+        for i, app in enumerate(profile.applications)
+        for k in EMV_KEYS
+    ]
+    if profile.purse is not None:
+        keys = profile.purse.keys
+        out += [
+            (purse_key_name(k, profile.id), f"purse-{k}", bytes.fromhex(getattr(keys, k)))
+            for k in PURSE_KEYS
+        ]
+    return out
+
+
+@dataclass
+class IssuerKeySync:
+    """Issuer master keys as held by the store (clear, in memory) and what was just imported."""
+
+    keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+    imported: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+
+def sync_issuer_keys(
+    store: KeyStore, profiles: Mapping[str, CardProfile], *, replace: Collection[str] = ()
+) -> IssuerKeySync:
+    """Import each profile's issuer master keys the store lacks (and, for profile ids in
+    `replace`, those that differ), then read them all back from the store. A stored key that
+    differs from its profile raises KeyStoreError naming profile, key, both KCVs and the fix."""
+    keys: dict[str, bytes] = {}
+    writes: list[tuple[str, bytes, str]] = []
+    owner: dict[str, str] = {}
+    differ: list[tuple[str, str]] = []
+    for pid, profile in profiles.items():
+        for name, kind, key in issuer_key_material(profile):
+            if store.has(name):
+                stored = store.get(name)
+                if store.kind(name) == kind and hmac.compare_digest(stored, key):
+                    keys[name] = stored
+                    continue
+                if pid not in replace:
+                    mine = _kcv_hex(key, algorithm_for(kind))
+                    kcvs = f"store KCV {store.kcv(name)}, profile KCV {mine}"
+                    differ.append((pid, f"card profile {pid!r} key {name} ({kcvs})"))
+                    continue
+            writes.append((name, key, kind))
+            owner[name] = pid
+    if differ:
+        again = " ".join(f"--reimport {pid}" for pid in dict.fromkeys(p for p, _ in differ))
+        raise KeyStoreError(
+            f"issuer keys in key store {store.path} differ from the card profiles: "
+            + "; ".join(text for _, text in differ)
+            + ". The profile changed (re-generated?) after its keys were imported: re-import with "
+            f"`rig host keys --data {store.path.parent} {again}` "
+            "(or re-create the store with `rig host init --force`), then restart the host"
+        )
+    imported: dict[str, list[dict[str, str]]] = {}
+    for (name, _, kind), kcv in zip(writes, store.put_many(writes), strict=True):
+        keys[name] = store.get(name)
+        imported.setdefault(owner[name], []).append({"name": name, "kind": kind, "kcv": kcv})
+    return IssuerKeySync(keys, imported)

@@ -132,6 +132,7 @@ class HostServer:
     async def start(self) -> None:
         """Open the data folder, load profiles, keys and rules, then listen; HostError on fault."""
         from rig.host.issuer import Issuer
+        from rig.host.issuer_restore import restore
         from rig.host.journal import Journal, JournalError
         from rig.host.keystore import KeyStore, KeyStoreError, load_master_key
         from rig.host.rules import DEFAULT_RULES, RuleError, RuleSet
@@ -166,6 +167,12 @@ class HostServer:
             self.journal.open()
         except JournalError as e:
             raise HostError(f"journal: {e}") from None
+        try:
+            restored = restore(self.issuer, self.journal)
+        except JournalError as e:
+            self.journal.close()
+            raise HostError(f"journal: issuer state not restored ({e})") from None
+        log.info("issuer QR orders and purse balances restored: %s", restored.as_dict())
         for spec in cfg.listeners:
             await self._listen(spec, data)
         if cfg.control is not None:
