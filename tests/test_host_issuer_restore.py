@@ -1,7 +1,8 @@
 """The issuer's QR orders and purse balances survive a host restart: `rig.host.issuer_restore`
 replays the journal at start-up. A real host process is stopped (SIGTERM or kill -9) and started
 again on the same data folder; a hypothesis test checks that replaying a random run of QR and
-prepaid requests rebuilds exactly the live issuer's state. TEST KEYS and TEST PANs only.
+prepaid requests, and of reversals of earlier ones, rebuilds exactly the live issuer's state.
+TEST KEYS and TEST PANs only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rig.host import issuer_restore
@@ -26,6 +27,7 @@ from rig.host.rules import DEFAULT_RULES, Action, RuleSet
 from rig.iso8583 import messages as m
 from rig.prepaid import purse
 from rig.profiles import load_all
+from rig.qr import cpm
 
 TID, MID = "TERM0001", "MERCHANT0000001"
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -37,6 +39,7 @@ PURSE_KEYS = purse.PurseKeys.from_master_keys(
     *(bytes.fromhex(k) for k in (PURSE.keys.mlk, PURSE.keys.mpk, PURSE.keys.mtk)),
     bytes.fromhex(ASN),
 )
+CPM_PAN = "4761739001010036"  # TEST PAN of the visa-signature profile
 
 # ---- request builders (shared with tests/test_host_reconcile_server.py) ----------------------
 
@@ -144,6 +147,19 @@ def purse_purchase(
     return prepaid(stan, sub, amount, builder=m.advice, batch=batch, now=now)
 
 
+def cpm_payment(
+    stan: int, amount: int, *, batch: str | None = None, refund: bool = False
+) -> dict[str, str]:
+    """A consumer-presented QR payment (or refund) with a token carrying the TEST PAN."""
+    token = cpm.encode([{0x4F: bytes.fromhex("A0000000031010"), 0x5A: bytes.fromhex(CPM_PAN)}])
+    builder = m.refund if refund else m.purchase
+    return builder(
+        amount=amount,
+        additional_data=m.private_encode({"01": "CPM", "02": token}),
+        **_fields(stan, batch, NOW, "031"),
+    )
+
+
 def purse_balance(stan: int, **kw: Any) -> dict[str, str]:
     """BALANCE (a 0200 balance inquiry with DE62)."""
     return prepaid(stan, {"04": "BALANCE"}, None, builder=m.balance_inquiry, **kw)
@@ -219,6 +235,34 @@ def test_purse_balance_and_pending_order_survive_a_restart(tmp_path, how):
     assert "purse balances restored" in (data / "host.log").read_text()
 
 
+def test_a_reversed_top_up_is_taken_back_live_and_after_a_restart(tmp_path):
+    data = tmp_path / "host"
+    init_data(data, [TID])
+    host = _start(data)
+    try:
+        with TerminalClient(host.listener("len2"), "len2") as c:
+            assert balance_of(c.exchange(purse_balance(1), 5)) == 5000
+            load = purse_load(2, 2000, 5000)
+            resp = c.exchange(load, 5)
+            assert resp["39"] == "00" and balance_of(resp) == 7000
+            rev = c.exchange(m.reversal(load, stan=3, reason="98"), 5)
+            assert (rev["t"], rev["39"]) == ("0410", "00")
+            resp = c.exchange(purse_balance(4), 5)
+            assert resp["39"] == "00" and balance_of(resp) == 5000, "the top-up is taken back"
+            repeat = c.exchange(m.reversal(load, stan=5, reason="98"), 5)
+            assert repeat["39"] == "00"
+            assert balance_of(c.exchange(purse_balance(6), 5)) == 5000, "taken back once"
+    finally:
+        assert host.stop() == 0
+    host = _start(data)
+    try:
+        with TerminalClient(host.listener("len2"), "len2") as c:
+            resp = c.exchange(purse_balance(11), 5)
+            assert resp["39"] == "00" and balance_of(resp) == 5000, "the restart agrees"
+    finally:
+        assert host.stop() == 0
+
+
 # ---- replay equals the live issuer ---------------------------------------------------------
 
 
@@ -238,6 +282,23 @@ def journal_decide(issuer: Issuer, journal: Journal, doc: dict[str, str]) -> dic
     return resp
 
 
+def journal_reverse(issuer: Issuer, journal: Journal, doc: dict[str, str]) -> dict[str, str]:
+    """What the server does with a 0400: find the original (DE90), decide, and journal the
+    reversal flagging the original in one transaction when approved."""
+    de90 = doc["90"]
+    original = journal.find_original(doc["41"], de90[4:10], de90[10:20])
+    decision = issuer.decide(doc, original=original)
+    resp = m.response_to(doc, decision.rc)
+    resp.update(decision.fields)
+    resp["39"] = decision.rc
+    entry = JournalEntry.from_messages(doc, resp, kind=decision.kind)
+    if original is not None and decision.rc == "00":
+        asyncio.run(journal.mark_reversed(original.id, entry))
+    else:
+        journal.append_sync(entry, unique=False)
+    return resp
+
+
 def _state(issuer: Issuer) -> tuple[Any, ...]:
     return issuer.orders, issuer.purses, issuer._order_seq
 
@@ -250,6 +311,9 @@ OPS = st.one_of(
     st.tuples(st.just("purchase"), st.integers(1, 9000), st.booleans()),
     st.tuples(st.just("balance")),
     st.tuples(st.just("issue")),
+    st.tuples(st.just("cpm"), st.integers(1, 5000), st.booleans()),
+    st.tuples(st.just("force"), st.sampled_from(["00", "05"])),
+    st.tuples(st.just("reverse"), st.integers(0, 30)),
 )
 
 
@@ -269,18 +333,37 @@ def _request(issuer: Issuer, orders: list[str], op: tuple[Any, ...], stan: int) 
         return purse_purchase(stan, op[1], stan, now=NOW, bad_tac=op[2])
     if kind == "balance":
         return purse_balance(stan, now=NOW)
+    if kind == "cpm":
+        return cpm_payment(stan, op[1], refund=op[2])
     return prepaid(stan, {"04": "ISSUE"}, 0, now=NOW)
 
 
 @settings(max_examples=60, deadline=None)
 @given(ops=st.lists(OPS, max_size=25), auto_pay=st.booleans())
+@example(ops=[("load", 2000, "ok"), ("load", 1000, "ok"), ("reverse", 0)], auto_pay=True)
+@example(ops=[("create", 1500), ("status", 0), ("status", 0), ("reverse", 1)], auto_pay=True)
 def test_replaying_the_journal_rebuilds_the_live_issuer_state(ops, auto_pay):
+    """Random QR / prepaid / CPM requests, rule-forced answers, and reversals (approved, or
+    declined when forced) of random earlier requests: the restore equals the live state."""
     live = live_issuer(auto_pay)
     orders: list[str] = []
+    sent: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "j.sqlite3") as journal:
         for stan, op in enumerate(ops, start=1):
-            resp = journal_decide(live, journal, _request(live, orders, op, stan))
-            if op[0] == "create" and resp["39"] == "00":
+            if op[0] == "force":
+                live.rules.force_next(Action(rc=op[1]))
+                continue
+            if op[0] == "reverse":
+                if sent:
+                    target = sent[op[1] % len(sent)]
+                    doc = m.reversal(target, stan=stan, now=NOW, reason="98")
+                    journal_reverse(live, journal, doc)
+                    sent.append(doc)
+                continue
+            doc = _request(live, orders, op, stan)
+            resp = journal_decide(live, journal, doc)
+            sent.append(doc)
+            if op[0] == "create" and "48" in resp:  # a forced 05 still created the order
                 orders.append(order_of(resp)[0])
         restored = live_issuer(auto_pay)
         report = issuer_restore.restore(restored, journal)
@@ -312,7 +395,7 @@ def test_rule_forced_answers_replay_as_the_flows_ran(tmp_path):
     assert _state(restored) == _state(live)
 
 
-def test_reversed_entries_are_not_replayed(tmp_path):
+def test_reversals_marked_in_the_journal_are_undone_by_the_restore(tmp_path):
     live = live_issuer()
     with Journal(tmp_path / "j.sqlite3") as journal:
         load = purse_load(1, 2000, 5000, now=NOW)
@@ -330,7 +413,53 @@ def test_reversed_entries_are_not_replayed(tmp_path):
             asyncio.run(journal.mark_reversed(original.id, rev))
         restored = live_issuer()
         report = issuer_restore.restore(restored, journal)
-    assert restored.purses[ASN]["balance"] == 5000 - 300, "the reversed load is not credited"
+    assert restored.purses[ASN]["balance"] == 5000 - 300, "the reversed load is taken back"
     assert order not in restored.orders, "a reversed order creation is not restored"
     assert restored._order_seq == live._order_seq, "its id is still never reused"
-    assert report.skipped_reversed == 2
+    assert report.reversed == 2
+
+
+def _reverse(issuer: Issuer, journal: Journal, original: dict[str, str], stan: int) -> None:
+    doc = m.reversal(original, stan=stan, now=NOW, reason="98")
+    assert journal_reverse(issuer, journal, doc)["39"] == "00"
+
+
+def test_a_reversed_load_spent_since_leaves_the_host_balance_below_zero(tmp_path):
+    live = live_issuer()
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        load = purse_load(1, 2000, 5000, now=NOW)
+        assert balance_of(journal_decide(live, journal, load)) == 7000
+        record = purse_purchase(2, 6500, 9, now=NOW)
+        assert balance_of(journal_decide(live, journal, record)) == 500
+        _reverse(live, journal, load, 3)
+        answer = journal_decide(live, journal, purse_balance(4, now=NOW))
+        assert balance_of(answer) == -1500, "the reversal is recorded; the shortfall shows"
+        _reverse(live, journal, record, 5)
+        assert balance_of(journal_decide(live, journal, purse_balance(6, now=NOW))) == 5000
+        restored = live_issuer()
+        issuer_restore.restore(restored, journal)
+    assert restored.purses[ASN]["balance"] == live.purses[ASN]["balance"] == 5000
+
+
+def test_reversed_qr_answers_put_the_order_back(tmp_path):
+    live = live_issuer()
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        order, _ = order_of(journal_decide(live, journal, mpm(1, 1500, now=NOW)))
+        query = mpm(2, None, order, now=NOW)
+        assert order_of(journal_decide(live, journal, query))[1] == "PAID"
+        refund = mpm(3, 1500, order, refund=True, now=NOW)
+        assert order_of(journal_decide(live, journal, refund))[1] == "REFUNDED"
+        _reverse(live, journal, refund, 4)
+        assert live.orders[order]["status"] == "PAID", "a reversed refund: PAID again"
+        _reverse(live, journal, query, 5)
+        assert live.orders[order]["status"] == "PENDING", "a reversed PAID answer: PENDING"
+        other, _ = order_of(journal_decide(live, journal, mpm(6, 700, now=NOW)))
+        creation = mpm(7, 900, now=NOW)
+        third, _ = order_of(journal_decide(live, journal, creation))
+        _reverse(live, journal, creation, 8)
+        assert third not in live.orders, "a reversed creation removes the order"
+        assert journal_decide(live, journal, mpm(9, 900, third, now=NOW))["39"] == "12"
+        restored = live_issuer()
+        issuer_restore.restore(restored, journal)
+    assert set(live.orders) == {order, other}
+    assert _state(restored) == _state(live)

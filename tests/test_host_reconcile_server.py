@@ -14,6 +14,7 @@ from test_host_issuer_restore import (
     NOW,
     TID,
     balance_of,
+    cpm_payment,
     journal_decide,
     live_issuer,
     mpm,
@@ -32,27 +33,10 @@ from rig.host.journal import Journal
 from rig.host.loadgen import TerminalClient, chip_authorization
 from rig.iso8583 import messages as m
 from rig.profiles import load_all
-from rig.qr import cpm
 
 MID = "MERCHANT0000001"
 CHIP = "visa-no-cvm-under-floor"  # TEST profile
-CPM_PAN = "4761739001010036"  # TEST PAN of the visa-signature profile
 runner = CliRunner()
-
-
-def _cpm(stan: int, amount: int, *, batch: str | None = None, refund: bool = False) -> dict:
-    token = cpm.encode([{0x4F: bytes.fromhex("A0000000031010"), 0x5A: bytes.fromhex(CPM_PAN)}])
-    builder = m.refund if refund else m.purchase
-    return builder(
-        amount=amount,
-        additional_data=m.private_encode({"01": "CPM", "02": token}),
-        stan=stan,
-        terminal_id=TID,
-        merchant_id=MID,
-        entry_mode="031",
-        now=NOW,
-        **({"batch": batch} if batch else {}),
-    )
 
 
 # ---- what counts (issuer and journal in-process) ---------------------------------------------
@@ -77,7 +61,7 @@ def _qr_and_prepaid_batch(journal: Journal, auto_pay: bool = True) -> dict[str, 
         ids[name] = journal.count()
         return resp
 
-    send("cpm", _cpm(1, 1000, batch="000005"))
+    send("cpm", cpm_payment(1, 1000, batch="000005"))
     order, _ = order_of(send("create", mpm(2, 1500, **b)))
     if not auto_pay:  # the wallet pays between two status queries
         assert order_of(send("pending", mpm(3, None, order, **b)))[1] == "PENDING"
@@ -137,8 +121,11 @@ def test_qr_refunds_and_reversed_qr_sales(journal):
     assert order_of(journal_decide(issuer, journal, mpm(2, 2500, order, **b)))[1] == "PAID"
     refund = journal_decide(issuer, journal, mpm(3, 2500, order, refund=True, **b))
     assert order_of(refund) == (order, "REFUNDED")
-    assert journal_decide(issuer, journal, _cpm(4, 700, batch="000006"))["39"] == "00"
-    assert journal_decide(issuer, journal, _cpm(5, 200, batch="000006", refund=True))["39"] == "00"
+    assert journal_decide(issuer, journal, cpm_payment(4, 700, batch="000006"))["39"] == "00"
+    assert (
+        journal_decide(issuer, journal, cpm_payment(5, 200, batch="000006", refund=True))["39"]
+        == "00"
+    )
     assert journal.totals(TID, "000006") | {"terminal_id": 0, "batch": 0} == {
         "terminal_id": 0,
         "batch": 0,

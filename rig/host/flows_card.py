@@ -531,6 +531,18 @@ def _advice(issuer: Issuer, txn: Txn, acct: Any, amount: int, tid: str) -> str:
     return "00"
 
 
+def _undo_issuer_state(issuer: Issuer, txn: Txn, orig: Any) -> None:
+    """QR order / purse balance: undo what a restart's replay of `orig` applies (whatever its
+    RC: an order is created before a rule picks it), so live and restored state agree."""
+    from rig.host.issuer_restore import undo
+
+    def effect(t: Txn) -> None:
+        if undo(issuer, orig):
+            t.note(f"QR order / purse change of original {getattr(orig, 'id', '?')} undone")
+
+    txn.effects.append(effect)
+
+
 def reversal(issuer: Issuer, txn: Txn) -> str:
     """0400/0401: undo a known original once; unknown originals are answered 00 (ISO practice)."""
     orig = txn.original
@@ -540,8 +552,9 @@ def reversal(issuer: Issuer, txn: Txn) -> str:
     if getattr(orig, "reversed", False):
         txn.note("original already reversed; nothing posted")
         return "00"
+    _undo_issuer_state(issuer, txn, orig)
     if getattr(orig, "rc", None) != "00":
-        txn.note(f"original was declined (RC {getattr(orig, 'rc', None)}); nothing to undo")
+        txn.note(f"original was declined (RC {getattr(orig, 'rc', None)}); no card posting to undo")
         return "00"
     amount = getattr(orig, "amount", None) or _amount(txn) or 0
     pan = txn.pan

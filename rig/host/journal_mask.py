@@ -2,9 +2,11 @@
 
 An ISO 8583 document (all values strings) gets `messages.mask` semantics — DE35/45/52/64/128
 dropped, DE2 first 6 / last 4, DE55 without tags 56/57/5A/9F6B, DE48 token removed — and then
-the evidence redactor. DE48 is redacted subfield by subfield (a whole-string pass would miss a
-PAN right after a numeric subfield header, the run being longer than 19 digits). Anything that
-is not a flat string document goes through the generic redactor.
+the evidence redactor. DE48 and DE62 are redacted subfield by subfield (a whole-string pass
+would miss a PAN right after a numeric subfield header, the run being longer than 19 digits, and
+could mask a run that spans two subfields, breaking the layout); DE62 subfields that have their
+documented format (purse serial, counters, balance, MACs, date-time) are kept as they are.
+Anything that is not a flat string document goes through the generic redactor.
 
 The fast path for the host's documents (dicts of dialect keys to `str`) does the redactor's
 work only where it could change something: every pattern of `redact_text` needs 12 digits in a
@@ -221,6 +223,40 @@ def _scrub_private(value: str, *, keep_key_block: bool) -> str:
     return private_encode(sub)
 
 
+_PREPAID_FORMATS = {
+    sid: re.compile(pattern)
+    for sid, pattern in {
+        "01": "[0-9A-Fa-f]{1,32}",
+        "02": "[0-9A-Fa-f]{4}",
+        "03": "-?[0-9]{11,12}",
+        "04": "[A-Z]{1,16}",
+        "05": "[0-9A-Fa-f]{8}",
+        "06": "[0-9A-Fa-f]{8}",
+        "07": "[0-9A-Fa-f]{8}",
+        "08": "[0-9A-Fa-f]{8}",
+        "09": "[0-9A-Fa-f]{8}",
+        "10": "[0-9A-Fa-f]{12}",
+        "11": "[0-9]{14}",
+    }.items()
+}
+"""DE62 subfields (docs/iso8583.md) kept as they are when they have their documented format: a
+purse serial, counters, balances, MACs and a date-time are not card data, and the restore and
+reconciliation read them back; any other subfield is redacted on its own."""
+
+
+def _scrub_prepaid(value: str) -> str:
+    """DE62 subfield by subfield, so no digit run spans two subfields and the layout survives."""
+    try:
+        sub = private_decode(value, "62")
+    except Iso8583Error:
+        return "[unparsed private data removed]"
+    for sid, item in sub.items():
+        shape = _PREPAID_FORMATS.get(sid)
+        if shape is None or shape.fullmatch(item) is None:
+            sub[sid] = redact(item)
+    return private_encode(sub)
+
+
 def _mask_iso(doc: Mapping[str, str], response: bool) -> dict[str, str]:
     """Masked copy of an ISO document, field by field (what `_strip` + `_finish` do at once)."""
     out: dict[str, str] = {}
@@ -231,6 +267,8 @@ def _mask_iso(doc: Mapping[str, str], response: bool) -> dict[str, str]:
             out[key] = redact(scrub_icc(value))
         elif key == "48":
             out[key] = _scrub_private(value, keep_key_block=response)
+        elif key == "62":
+            out[key] = _scrub_prepaid(value)
         elif key == "2":
             out[key] = redact(mask_pan(value))
         else:
@@ -262,15 +300,16 @@ def _plain(values: Iterable[str], more: Iterable[str] = ()) -> bool:
     return True
 
 
-def _plan(keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], bool, bool, bool] | None:
+def _plan(keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], bool, bool, bool, bool] | None:
     """How to mask documents with these keys in this order: (JSON template of the masked copy,
-    sensitive keys to drop, has DE2, has DE55, has DE48); None unless all are dialect keys."""
+    sensitive keys to drop, has DE2, has DE55, has DE48, has DE62); None unless all are dialect
+    keys."""
     if not (_STR.issuperset(map(type, keys)) and _DIALECT_KEYS.issuperset(keys)):
         return None
     kept = [k for k in keys if k not in SENSITIVE_FIELDS]
     template = "{" + ",".join(dumps(k).replace("%", "%%") + ':"%s"' for k in kept) + "}"
     drop = tuple(k for k in keys if k in SENSITIVE_FIELDS)
-    return template, drop, "2" in keys, "55" in keys, "48" in keys
+    return template, drop, "2" in keys, "55" in keys, "48" in keys, "62" in keys
 
 
 def _strip(
@@ -289,7 +328,7 @@ def _strip(
         plan = _PLANS[keys] = _plan(keys)
     if plan is None or not _STR.issuperset(map(type, doc.values())):
         return None
-    template, drop, has_pan, has_icc, has_private = plan
+    template, drop, has_pan, has_icc, has_private, has_prepaid = plan
     out = doc.copy()
     for key in drop:
         del out[key]
@@ -302,6 +341,8 @@ def _strip(
             out["55"] = _scrub_icc(value)
     if has_private:
         out["48"] = _scrub_private(out["48"], keep_key_block=response)
+    if has_prepaid:
+        out["62"] = _scrub_prepaid(out["62"])
     return out, template
 
 
@@ -316,7 +357,7 @@ def _finish(
     if _plain(values):
         return out, template % values
     for key, value in list(out.items()):
-        if key != "48":
+        if key != "48" and key != "62":
             out[key] = redact(value)
     return out, None
 
