@@ -16,19 +16,19 @@ import contextlib
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 from rig.evidence.redact import redact_text, redact_value
 from rig.host import reconcile
+from rig.host.journal_entry import JournalEntry, mti_class
 from rig.host.journal_keys import KeyFilter
 from rig.host.journal_mask import dumps, mask_pair_json, redact
 from rig.host.journal_writer import SCHEMA, GroupCommitWriter, Op, connect
 from rig.host.reconcile import APPROVED
-from rig.iso8583.messages import Totals, mask, mask_pan
+from rig.iso8583.messages import Totals
 
 __all__ = [
     "APPROVED",
@@ -60,78 +60,7 @@ class DuplicateError(JournalError):
         self.original = original
 
 
-def mti_class(mti: str) -> str:
-    """ISO version and message-class digits ('0401' -> '04'): repeats and advices share a class."""
-    return mti[:2]
-
-
 _class_of = mti_class
-
-
-@dataclass(kw_only=True)
-class JournalEntry:
-    """One request/response pair as the journal keeps it (masked documents only)."""
-
-    id: int | None = None
-    received_at: float = field(default_factory=time.time)
-    terminal_id: str
-    stan: str
-    transmission: str
-    mti: str
-    processing_code: str | None = None
-    amount: int | None = None
-    currency: str | None = None
-    rc: str
-    auth_id: str | None = None
-    rrn: str | None = None
-    batch: str | None = None
-    pan_masked: str | None = None
-    kind: str
-    original_id: int | None = None
-    reversed: bool = False
-    reversed_by: int | None = None
-    request: dict[str, Any] = field(default_factory=dict)
-    response: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_messages(
-        cls,
-        request: Mapping[str, str],
-        response: Mapping[str, str],
-        *,
-        kind: str,
-        received_at: float | None = None,
-        original_id: int | None = None,
-    ) -> JournalEntry:
-        """Entry from a decoded request and its response; both are masked here."""
-        pan = request.get("2")
-        if pan is None and "35" in request:
-            pan = request["35"].lstrip(";").replace("D", "=").split("=")[0]
-        amount = request.get("4")
-        return cls(
-            received_at=time.time() if received_at is None else received_at,
-            terminal_id=request.get("41", ""),
-            stan=request.get("11", ""),
-            transmission=request.get("7", ""),
-            mti=request.get("t", ""),
-            processing_code=request.get("3"),
-            amount=int(amount) if amount and amount.isdigit() else None,
-            currency=request.get("49"),
-            rc=response.get("39", ""),
-            auth_id=response.get("38"),
-            rrn=response.get("37") or request.get("37"),
-            batch=request["60"][:6] if request.get("60") else None,
-            pan_masked=mask_pan(pan) if pan else None,
-            kind=kind,
-            original_id=original_id,
-            request=mask(request),
-            response=mask(response),
-        )
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        """Duplicate-detection key: terminal, STAN, transmission time, MTI class."""
-        return (self.terminal_id, self.stan, self.transmission, mti_class(self.mti))
 
 
 _COLUMNS = [f.name for f in fields(JournalEntry)]
