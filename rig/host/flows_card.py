@@ -572,6 +572,7 @@ def reversal(issuer: Issuer, txn: Txn) -> str:
                 acct.available += acct.holds.pop(auth_id)
             else:
                 acct.available += amount
+            _with_balance(t, acct.available)
         if kind in ("purchase", "refund", "advice"):
             issuer.add_totals(tid, batch, "refund" if kind == "refund" else "sale", amount, -1)
 

@@ -10,25 +10,38 @@ flow changed when it answered: purse loads and purchase records and QR refunds w
 taken back with `undo` at its reversal's place (`reversed_by`), as the live reversal did
 (`flows_card.reversal` calls the same `undo`), so a later answer that overwrote it stays.
 Purse keys are the issuer's (from the key store) as in the live flow; the journal holds none.
-Card accounts (open-to-buy, holds, PIN tries) are not replayed: they start from the profiles
-and configuration.
+
+Card accounts are rebuilt from what the journal selects in SQL (`Journal.card_history`), not by
+replaying every entry: a card's open-to-buy is the DE54 of its latest approved answer carrying
+DE54 (financial answers, balance inquiries, reversals), plus what the approved answers after it
+that carry none changed (advices; reversals journaled before 0410s carried DE54). Its holds are
+its approved pre-authorisations (those answered with DE54: the hold was placed) that no
+completion (0220 with their DE38) or reversal released. Journal entries hold masked PANs only:
+an entry counts for the one profile card with that first 6 / last 4; entries matching none or
+several cards are skipped, counted and logged. PIN tries are not journaled: they start from
+the profiles. The auth id counter continues after the latest journaled DE38, so a new hold
+never takes the key of a restored one.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rig.host import flows_misc
 from rig.host.reconcile import APPROVED, private
+from rig.iso8583.messages import mask_pan
 
 if TYPE_CHECKING:
     from rig.host.issuer import Issuer
     from rig.host.journal import Journal, JournalEntry
 
-__all__ = ["RESTORED_KINDS", "RestoreReport", "replay", "restore", "undo"]
+__all__ = ["RESTORED_KINDS", "RestoreReport", "replay", "restore", "restore_accounts", "undo"]
+
+log = logging.getLogger("rig.host.issuer_restore")
 
 RESTORED_KINDS = ("qr", "prepaid")
 """Journal kinds whose entries can change issuer state that survives a restart."""
@@ -44,6 +57,13 @@ class RestoreReport:
     orders: int = 0
     purses: int = 0
     order_seq: int = 0
+    accounts: int = 0
+    holds: int = 0
+    card_entries: int = 0
+    unknown_card_entries: int = 0
+    ambiguous_card_entries: int = 0
+    no_pan_entries: int = 0
+    ambiguous_masks: list[str] = field(default_factory=list)
     unreadable: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,13 +75,23 @@ class RestoreReport:
             "orders": self.orders,
             "purses": self.purses,
             "order_seq": self.order_seq,
+            "accounts": self.accounts,
+            "holds": self.holds,
+            "card_entries": self.card_entries,
+            "unknown_card_entries": self.unknown_card_entries,
+            "ambiguous_card_entries": self.ambiguous_card_entries,
+            "no_pan_entries": self.no_pan_entries,
+            "ambiguous_masks": self.ambiguous_masks[:20],
             "unreadable": self.unreadable[:20],
         }
 
 
 def restore(issuer: Issuer, journal: Journal) -> RestoreReport:
-    """Replay the journal's committed QR and prepaid entries into a fresh `issuer`."""
-    return replay(issuer, journal.entries(kinds=RESTORED_KINDS))
+    """Replay the journal's committed QR and prepaid entries into a fresh `issuer`, then
+    rebuild its card accounts (open-to-buy, holds) from the journal's card history."""
+    report = replay(issuer, journal.entries(kinds=RESTORED_KINDS))
+    restore_accounts(issuer, journal.card_history(), report)
+    return report
 
 
 def replay(issuer: Issuer, entries: Iterable[JournalEntry]) -> RestoreReport:
@@ -216,3 +246,143 @@ def _count_order(issuer: Issuer, order_id: str) -> None:
     tail = order_id.rpartition("-")[2]
     if tail.isdecimal():
         issuer._order_seq = max(issuer._order_seq, int(tail))
+
+
+# ---- card accounts ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Card:
+    """One card as its journal entries show it: the latest DE54 (entry id, amount), what the
+    entries after it without DE54 changed, and its open holds."""
+
+    anchor: int = 0
+    available: int | None = None
+    change: int = 0
+    holds: dict[str, int] = field(default_factory=dict)
+
+
+def restore_accounts(
+    issuer: Issuer, history: Mapping[str, Any], report: RestoreReport | None = None
+) -> RestoreReport:
+    """Set `available` and `holds` of each profile card that `history` (`Journal.card_history`)
+    names, and the auth id counter; entries of masked PANs matching no card or several cards
+    are counted in `report` and logged (masked), never guessed."""
+    report = report if report is not None else RestoreReport()
+    by_mask = _cards_by_mask(issuer)
+    cards: dict[str, _Card] = {}
+    skipped: dict[str, int] = {}
+
+    def card(mask: str | None, entries: int) -> _Card | None:
+        if mask is None:
+            report.no_pan_entries += entries
+            return None
+        pans = by_mask.get(mask, ())
+        if len(pans) != 1:
+            skipped[mask] = skipped.get(mask, 0) + entries
+            return None
+        report.card_entries += entries
+        return cards.setdefault(pans[0], _Card())
+
+    for mask, entry_id, count, de54 in history["balances"]:
+        c = card(mask, count)
+        if c is not None:
+            c.anchor, c.available = entry_id, _available(de54)
+            if c.available is None:
+                report.unreadable.append(entry_id)
+    for row in history["events"]:
+        c = card(row[1], 0 if row[5] else 1)
+        if c is not None:
+            _card_event(c, row)
+    for pan, c in cards.items():
+        acct = issuer.account(pan)
+        acct.available = (issuer.open_to_buy if c.available is None else c.available) + c.change
+        acct.holds = dict(c.holds)
+    report.accounts = len(cards)
+    report.holds = sum(len(c.holds) for c in cards.values())
+    _report_skipped(report, by_mask, skipped)
+    last = history.get("auth_id")
+    if isinstance(last, str) and len(last) == 6 and last.isdecimal():
+        issuer._auth_seq = int(last)
+    return report
+
+
+def _card_event(c: _Card, row: Sequence[Any]) -> None:
+    """Apply one approved pre-authorisation, advice or reversal (`Journal.card_history` row) as
+    `flows_card` did: holds always, open-to-buy only after the card's latest DE54."""
+    entry_id, _, kind, amount, auth_id, has_de54, completes, o_kind, o_amount, o_auth, undid = row
+    amount = amount or 0
+    if kind == "preauth":
+        if has_de54 and auth_id:  # DE54: the debit ran and placed the hold
+            c.holds[auth_id] = amount
+        return
+    if kind == "advice":
+        if has_de54 or not auth_id:  # a refund / balance 0220 (DE54), or nothing posted
+            return
+        change = (c.holds.pop(completes, 0) if completes else 0) - amount
+    else:
+        if not undid:  # unknown, declined or already reversed original
+            return
+        amount = o_amount or amount
+        if o_kind == "refund":
+            change = -amount
+        elif o_auth and o_auth in c.holds:
+            change = c.holds.pop(o_auth)
+        else:
+            change = amount
+    if entry_id > c.anchor:
+        c.change += change
+
+
+def _cards_by_mask(issuer: Issuer) -> dict[str, list[str]]:
+    """Profile PANs by their journal mask (first 6 / last 4)."""
+    out: dict[str, list[str]] = {}
+    for pan in issuer.by_pan:
+        out.setdefault(mask_pan(pan), []).append(pan)
+    return out
+
+
+def _available(de54: Any) -> int | None:
+    """The available balance (amount type 02) of a DE54 as `flows_card` writes it, or None."""
+    if not isinstance(de54, str):
+        return None
+    for i in range(0, len(de54) - 19, 20):
+        block = de54[i : i + 20]
+        if block[2:4] == "02" and block[7] in "CD" and block[8:].isdecimal():
+            return int(block[8:]) * (1 if block[7] == "C" else -1)
+    return None
+
+
+def _report_skipped(
+    report: RestoreReport, by_mask: Mapping[str, list[str]], skipped: Mapping[str, int]
+) -> None:
+    """Count and log (masked PANs only) the entries no single profile card owns."""
+    unknown = []
+    for mask, entries in skipped.items():
+        cards = len(by_mask.get(mask, ()))
+        if cards > 1:
+            report.ambiguous_card_entries += entries
+            report.ambiguous_masks.append(mask)
+            log.warning(
+                "card account %s not restored: %d card profiles share this first 6 / last 4, "
+                "so its %d journal entries are skipped; it starts from the configuration",
+                mask,
+                cards,
+                entries,
+            )
+        else:
+            report.unknown_card_entries += entries
+            unknown.append(mask)
+    if unknown:
+        log.warning(
+            "%d journal entries of %d masked PANs in no card profile skipped (e.g. %s)",
+            report.unknown_card_entries,
+            len(unknown),
+            ", ".join(unknown[:5]),
+        )
+    if report.no_pan_entries:
+        log.info(
+            "%d approved answers with DE54 but no PAN in the journal (CPM, chip data only) "
+            "cannot be assigned to a card; later DE54 answers of the card include them",
+            report.no_pan_entries,
+        )

@@ -71,6 +71,25 @@ _KEY_SQL = (
     "SELECT id FROM entries WHERE terminal_id = ? AND stan = ? AND transmission = ? "
     "AND mti_class = ? ORDER BY id LIMIT 1"
 )
+_HAS_DE54 = "instr({0}response, '\"54\":') > 0"  # compact JSON (`dumps`): only a key matches
+_BALANCES_SQL = (
+    "SELECT b.pan_masked, b.id, b.n, json_extract(e.response, '$.\"54\"') FROM "
+    "(SELECT pan_masked, MAX(id) AS id, COUNT(*) AS n FROM entries "
+    f"WHERE rc = '00' AND {_HAS_DE54.format('')} GROUP BY pan_masked) AS b "
+    "JOIN entries e ON e.id = b.id"
+)
+_CARD_EVENTS_SQL = (
+    # id, pan_masked, kind, amount, auth_id, carries DE54, request DE38 (advices), and for a
+    # reversal its original's kind, amount, auth_id and whether this reversal undid it approved
+    "SELECT e.id, e.pan_masked, e.kind, e.amount, e.auth_id, "
+    f"{_HAS_DE54.format('e.')}, "
+    "CASE e.kind WHEN 'advice' THEN json_extract(e.request, '$.\"38\"') END, "
+    "o.kind, o.amount, o.auth_id, o.rc = '00' AND o.reversed_by = e.id "
+    "FROM entries e LEFT JOIN entries o ON e.kind = 'reversal' AND o.id = e.original_id "
+    "WHERE e.rc = '00' AND e.pan_masked IS NOT NULL "
+    "AND e.kind IN ('preauth', 'advice', 'reversal') ORDER BY e.id"
+)
+_LAST_AUTH_ID_SQL = "SELECT auth_id FROM entries WHERE auth_id IS NOT NULL ORDER BY id DESC LIMIT 1"
 
 
 def _json(doc: Any, what: str) -> str:
@@ -514,6 +533,34 @@ class Journal:
         tests += [f"{column} = ?" for column in where]
         sql = _SELECT + (" WHERE " + " AND ".join(tests) if tests else "") + " ORDER BY id"
         return [_row_entry(r) for r in self._query(sql, (*kinds, *where.values()))]
+
+    def card_history(self) -> dict[str, Any]:
+        """What a restart needs to rebuild card accounts (`issuer_restore`), selected in SQL so
+        a journal of millions of rows is read in two table scans, run side by side on two
+        connections (start-up, nothing is appended meanwhile): `balances`: per pan_masked (NULL
+        too), the id and DE54 of the latest approved answer carrying DE54, and how many approved
+        answers carry it; `events`: approved pre-authorisations, advices and reversals with a
+        PAN, oldest first (see `_CARD_EVENTS_SQL`); `auth_id`: the latest journaled DE38."""
+
+        def balances() -> list[Any]:
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            try:
+                return conn.execute(_BALANCES_SQL).fetchall()
+            except sqlite3.Error as e:
+                raise JournalError(f"journal {self.path} read failed: {e}") from None
+            finally:
+                conn.close()
+
+        self._require_open()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            found = pool.submit(balances)
+            events = self._query(_CARD_EVENTS_SQL)
+            last = self._query(_LAST_AUTH_ID_SQL)
+            return {
+                "balances": found.result(),
+                "events": events,
+                "auth_id": last[0][0] if last else None,
+            }
 
     # ---- reconciliation -------------------------------------------------------------------
 

@@ -172,7 +172,7 @@ class HostServer:
         except JournalError as e:
             self.journal.close()
             raise HostError(f"journal: issuer state not restored ({e})") from None
-        log.info("issuer QR orders and purse balances restored: %s", restored.as_dict())
+        log.info("issuer state restored from the journal: %s", restored.as_dict())
         for spec in cfg.listeners:
             await self._listen(spec, data)
         if cfg.control is not None:
