@@ -232,7 +232,7 @@ def test_purse_balance_and_pending_order_survive_a_restart(tmp_path, how):
             assert balance_of(c.exchange(purse_balance(23), 5)) == 5800
     finally:
         assert host.stop() == 0
-    assert "purse balances restored" in (data / "host.log").read_text()
+    assert "issuer state restored from the journal" in (data / "host.log").read_text()
 
 
 def test_a_reversed_top_up_is_taken_back_live_and_after_a_restart(tmp_path):
