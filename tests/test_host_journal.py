@@ -431,6 +431,7 @@ def _generic_row(e: JournalEntry) -> tuple:
     }
     values = {f.name: getattr(e, f.name) for f in fields(JournalEntry)}
     values["pan_masked"] = redact_text(e.pan_masked) if e.pan_masked else e.pan_masked
+    values["notes"] = redact_text(e.notes) if e.notes else e.notes
     values["mti_class"] = e.mti[:2]
     values["reversed"] = int(e.reversed)
     for name, doc in docs.items():
@@ -465,6 +466,7 @@ def _loadgen_entries() -> list[JournalEntry]:
             processing_code=req["3"], amount=int(req["4"]), currency=req["49"],
             rc=resp["39"], auth_id=resp.get("38"), rrn=resp.get("37"),
             pan_masked=m.mask_pan(req["2"]), kind=decision.kind, request=req, response=resp,
+            notes="; ".join(decision.notes) or None,
         )  # fmt: skip
         out.append(e)
     return out
@@ -480,10 +482,11 @@ def test_rows_of_loadgen_requests_equal_the_generic_masking(tmp_path):
         assert prepared is not e and prepared.request["2"] == m.mask_pan(e.request["2"])
     with j.open():
         ids = [j.append_sync(e) for e in entries]
-        stored = j._query("SELECT request, response FROM entries ORDER BY id")
+        stored = j._query("SELECT request, response, notes FROM entries ORDER BY id")
     assert ids == list(range(1, len(entries) + 1))
-    for e, (req_json, resp_json) in zip(entries, stored, strict=True):
-        assert (req_json, resp_json) == _generic_row(e)[-2:]
+    assert all(e.notes for e in entries), "the issuer explains every decision"
+    for e, row in zip(entries, stored, strict=True):
+        assert tuple(row) == _generic_row(e)[-3:]
 
 
 @settings(max_examples=300, deadline=None)
@@ -501,3 +504,37 @@ def test_prepared_row_equals_the_generic_one(pan_masked, mti, reversed_):
     prepared, req_json, resp_json = j._prepare(e)
     assert j._row(prepared, req_json, resp_json) == _generic_row(e)
     assert e.request["2"] == TEST_PAN and e.id is None  # the caller's entry is left alone
+
+
+def test_notes_are_kept_redacted_and_older_journals_get_the_column(tmp_path):
+    import sqlite3
+
+    from rig.host.journal_writer import SCHEMA
+
+    path = tmp_path / "old.sqlite3"
+    old_schema = SCHEMA.replace(",\n    notes TEXT\n", "\n")
+    assert "notes" not in old_schema
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(old_schema)
+    conn.execute(
+        "INSERT INTO entries (id, received_at, terminal_id, stan, transmission, mti, mti_class, "
+        "rc, kind, request, response) VALUES (1, 0, ?, '000001', '1125184700', '0200', '02', "
+        "'00', 'purchase', '{}', '{}')",
+        (TID,),
+    )
+    conn.commit()
+    conn.close()
+    e = entry(2)
+    e.notes = f"wrong PIN; 2 tries left; card {TEST_PAN} seen"  # TEST PAN
+    with Journal(path).open() as j:
+        j.append_sync(e)
+        rows = {r["id"]: r for r in j.export(masked=False)}
+    assert rows[1]["notes"] is None
+    assert rows[2]["notes"] == f"wrong PIN; 2 tries left; card {m.mask_pan(TEST_PAN)} seen"
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("old.sqlite3*"))
+    assert b"notes" in stored and TEST_PAN.encode() not in stored
+    with pytest.raises(JournalError, match="notes"):
+        bad = entry(3)
+        bad.notes = ["not", "a", "string"]
+        Journal(tmp_path / "j.sqlite3")._prepare(bad)

@@ -104,6 +104,16 @@ def test_wrong_arqc_is_declined(host, profiles):
     with client(host) as c:
         resp = c.exchange(doc, 5)
     assert resp["39"] != "00"
+    [row] = _journal_for(host, int(doc["11"]))
+    assert row["rc"] == resp["39"] and "ARQC failed" in row["notes"], "the journal says why"
+
+
+def test_journal_notes_say_why_an_approval_was_given(host, profiles):
+    doc = chip_authorization(profiles[PROFILE_ID], stan=next_stan(), terminal_id=TID)
+    with client(host) as c:
+        assert c.exchange(doc, 5)["39"] == "00"
+    [row] = _journal_for(host, int(doc["11"]))
+    assert "ARQC verified" in row["notes"] and "ARPC method" in row["notes"]
 
 
 def _journal_for(host, stan: int) -> list[dict]:

@@ -341,6 +341,7 @@ def _row_text(row: dict[str, Any]) -> str:
         f"{row.get('id'):>6} {row.get('mti')} {row.get('terminal_id')} STAN {row.get('stan')} "
         f"{row.get('kind'):<14} amount {row.get('amount')} RC {row.get('rc')} "
         f"PAN {row.get('pan_masked')}{' REVERSED' if row.get('reversed') else ''}"
+        + (f" ({row['notes']})" if row.get("notes") else "")
     )
 
 

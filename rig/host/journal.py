@@ -26,7 +26,7 @@ from rig.host import reconcile
 from rig.host.journal_entry import JournalEntry, mti_class
 from rig.host.journal_keys import KeyFilter
 from rig.host.journal_mask import dumps, mask_pair_json, redact
-from rig.host.journal_writer import SCHEMA, GroupCommitWriter, Op, connect
+from rig.host.journal_writer import SCHEMA, GroupCommitWriter, Op, connect, upgrade
 from rig.host.reconcile import APPROVED
 from rig.iso8583.messages import Totals
 
@@ -160,6 +160,7 @@ class Journal:
             if mode != "wal":
                 raise JournalError(f"journal {self.path}: WAL mode unavailable (got {mode})")
             conn.executescript(SCHEMA)
+            upgrade(conn)
             self._next_id = (conn.execute("SELECT MAX(id) FROM entries").fetchone()[0] or 0) + 1
             self._keys = KeyFilter(max(1 << 16, 2 * self._next_id))
             self._keys.update(conn.execute(_KEYS_SQL))
@@ -233,6 +234,11 @@ class Journal:
         values["pan_masked"] = pan
         values["request"] = request
         values["response"] = response
+        notes = entry.notes
+        if notes is not None:
+            if type(notes) is not str:
+                raise JournalError("journal entry field 'notes' must be a string or None")
+            values["notes"] = redact(notes)
         copy = object.__new__(entry.__class__)
         copy.__dict__ = values
         return copy, req_json, resp_json
@@ -262,6 +268,7 @@ class Journal:
             e.reversed_by,
             request,
             response,
+            e.notes,
         )
 
     def _require_open(self) -> sqlite3.Connection:

@@ -41,6 +41,8 @@ class JournalEntry:
     reversed_by: int | None = None
     request: dict[str, Any] = field(default_factory=dict)
     response: dict[str, Any] = field(default_factory=dict)
+    notes: str | None = None
+    """Why the host answered as it did (the issuer's checks, e.g. 'ARQC ok (CVN 10)'); redacted."""
 
     @classmethod
     def from_messages(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["INSERT", "SCHEMA", "STOP", "GroupCommitWriter", "Op"]
+__all__ = ["INSERT", "SCHEMA", "STOP", "GroupCommitWriter", "Op", "upgrade"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -43,18 +43,31 @@ CREATE TABLE IF NOT EXISTS entries (
     reversed INTEGER NOT NULL DEFAULT 0,
     reversed_by INTEGER,
     request TEXT NOT NULL,
-    response TEXT NOT NULL
+    response TEXT NOT NULL,
+    notes TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_key ON entries (terminal_id, stan, transmission, mti_class);
 DROP INDEX IF EXISTS entries_batch;
 CREATE INDEX IF NOT EXISTS entries_in_batch ON entries (terminal_id, batch) WHERE batch IS NOT NULL;
 """
+_ADDED_COLUMNS = (("notes", "TEXT"),)
+"""Columns added after the first release: `upgrade` adds them to older journals."""
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Add the columns an older journal lacks (existing rows get NULL)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE entries ADD COLUMN {name} {kind}")
+
+
 _INSERT_HEAD = (
     "INSERT INTO entries (id, received_at, terminal_id, stan, transmission, mti, mti_class, "
     "processing_code, amount, currency, rc, auth_id, rrn, batch, pan_masked, kind, "
-    "original_id, reversed, reversed_by, request, response) VALUES "
+    "original_id, reversed, reversed_by, request, response, notes) VALUES "
 )
-_ROW_PARAMS = "(" + ",".join("?" * 21) + ")"
+_ROW_PARAMS = "(" + ",".join("?" * 22) + ")"
 INSERT = _INSERT_HEAD + _ROW_PARAMS
 CHUNK = 64
 """Rows per multi-row INSERT: one statement (one sqlite3 call, one GIL hand-over) per chunk."""

@@ -309,7 +309,7 @@ class HostServer:
             kw["reconciliation"] = self._compare(doc)
         decision = self.issuer.decide(doc, **kw)
         resp = self._response(doc, decision)
-        future = journal.submit(self._entry(doc, resp, decision.kind, None), checked=True)
+        future = journal.submit(self._entry(doc, resp, decision, None), checked=True)
         if decision.action is not None:
             return self._finish(conn, frame, resp, decision, future, arrived)
         conn.inflight += 1
@@ -341,7 +341,7 @@ class HostServer:
             original = journal.find_original(doc["41"], de90[4:10], de90[10:20])
         decision = self.issuer.decide(doc, original=original)
         resp = self._response(doc, decision)
-        entry = self._entry(doc, resp, decision.kind, original)
+        entry = self._entry(doc, resp, decision, original)
         if original is not None and decision.rc == "00":
             posted: Awaitable[int] = journal.mark_reversed(original.id, entry)
         else:
@@ -450,8 +450,10 @@ class HostServer:
         self._send(conn, frame, resp)
         self.stalls.record("request", (time.perf_counter() - arrived) * 1e3)
 
-    def _entry(self, doc: dict[str, str], resp: dict[str, str], kind: str, original: Any) -> Any:
-        """The journal entry; the journal masks both documents once on the way in."""
+    def _entry(
+        self, doc: dict[str, str], resp: dict[str, str], decision: Any, original: Any
+    ) -> Any:
+        """The journal entry, with the issuer's notes; the journal masks it on the way in."""
         from rig.host.journal import JournalEntry
 
         amount = doc.get("4")
@@ -470,10 +472,11 @@ class HostServer:
             rrn=resp.get("37"),
             batch=batch[:6] if batch else None,
             pan_masked=mask_pan(pan) if pan else None,
-            kind=kind,
+            kind=decision.kind,
             original_id=original.id if original is not None else None,
             request=doc,
             response=resp,
+            notes="; ".join(decision.notes) or None,
         )
 
     def _format_error(
