@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from host_load import ROOT, _pin, cpu_per_auth, echo_server, load, thread_cpu
+from host_load import ROOT, _pin, cpu_per_auth, echo_server, load, saturation, thread_cpu
 
 from rig.host.cli import init_data
 from rig.host.control import HostProcess
@@ -95,20 +95,14 @@ def measure(variant: str, framing: str, connections: int, duration: float) -> di
         host = HostProcess(data, "--listen", f"127.0.0.1:0/{framing}", command=command)
         _pin(None)
         try:
-            with host.control() as ctl:
-                before = ctl.status()["counters"].get("requests", 0)
-            cpu0 = thread_cpu(host.proc.pid)
-            run = load(host.address, framing, connections, duration, 0)
-            cpu1 = thread_cpu(host.proc.pid)
-            with host.control() as ctl:
-                served = ctl.status()["counters"]["requests"] - before
+            run, host_cpu = saturation(host, framing, connections, duration)
         finally:
             host.stop()
     return {
         "auth_per_s": run["per_s"],
         "codes": run["response_codes"],
         "errors": run["errors"],
-        "host_cpu_us_per_auth": cpu_per_auth(cpu0, cpu1, max(1, served))["total"],
+        "host_cpu_us_per_auth": host_cpu["total"],
     }
 
 

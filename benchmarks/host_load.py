@@ -71,6 +71,20 @@ def load(
     return json.loads(out.stdout)
 
 
+def saturation(
+    host: HostProcess, framing: str, connections: int, duration: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A closed-loop load against `host`: (the load's result, the host's CPU per request)."""
+    with host.control() as ctl:
+        before = ctl.status()["counters"].get("requests", 0)
+    cpu0 = thread_cpu(host.proc.pid)
+    run = load(host.address, framing, connections, duration, 0)
+    cpu1 = thread_cpu(host.proc.pid)
+    with host.control() as ctl:
+        served = ctl.status()["counters"]["requests"] - before
+    return run, cpu_per_auth(cpu0, cpu1, max(1, served))
+
+
 def echo_server(framing: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "rig.host.loadgen", "echo", "--framing", framing],
@@ -192,7 +206,6 @@ def cpu_budget(data: Path, echo_per_s: float, n: int = 2000) -> dict[str, Any]:
         encode(chip_authorization(profile, stan=i + 1, terminal_id=f"B{i % 64:07d}"))
         for i in range(n)
     ]
-    docs = [fast_decode(r) for r in raws]
 
     def per(fn: Any, items: list[Any]) -> tuple[float, list[Any]]:
         t0 = time.thread_time()
@@ -200,7 +213,7 @@ def cpu_budget(data: Path, echo_per_s: float, n: int = 2000) -> dict[str, Any]:
         return (time.thread_time() - t0) / len(items) * 1e6, out
 
     out: dict[str, Any] = {}
-    out["decode"], _ = per(fast_decode, raws)
+    out["decode"], docs = per(fast_decode, raws)
     out["issuer_decide_arqc"], decisions = per(issuer.decide, docs)
 
     def respond(pair: tuple[dict[str, str], Any]) -> dict[str, str]:
@@ -268,14 +281,7 @@ def main() -> None:
         host = HostProcess(data, "--listen", f"127.0.0.1:0/{args.framing}")
         _pin(None)
         try:
-            with host.control() as ctl:
-                before_counters = ctl.status()["counters"]
-            cpu0 = thread_cpu(host.proc.pid)
-            auth = load(host.address, args.framing, args.connections, args.duration, 0)
-            cpu1 = thread_cpu(host.proc.pid)
-            with host.control() as ctl:
-                served = ctl.status()["counters"]["requests"] - before_counters.get("requests", 0)
-            host_cpu = cpu_per_auth(cpu0, cpu1, max(1, served))
+            auth, host_cpu = saturation(host, args.framing, args.connections, args.duration)
             time.sleep(1.0)
             _pin(None, host.proc.pid)
             with host.control() as ctl:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rig.card.state_file import read_state, write_state
+from rig.card.state_file import CardStateError, read_state, write_state
 from rig.profiles.model import CardProfile
 
 __all__ = ["AppState", "CardState", "CardStateError", "Session", "log_record"]
@@ -24,10 +24,6 @@ __all__ = ["AppState", "CardState", "CardStateError", "Session", "log_record"]
 VERSION = 1
 _FIX = "delete it to start from the profile"
 LOG_RECORDS = 10
-
-
-class CardStateError(ValueError):
-    """A card state file that cannot be used; the message names the file, the key and the fix."""
 
 
 @dataclass

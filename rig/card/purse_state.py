@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.card.emv_state import CardStateError
 from rig.card.purse_app import LOG_RECORDS, PurseCardApplication, TransactionProof
-from rig.card.state_file import read_state, write_state
+from rig.card.state_file import CardStateError, read_state, write_state
 from rig.prepaid.purse import TYPE_LOAD, TYPE_PURCHASE, PurseRecord
 from rig.profiles.model import CardProfile
 
@@ -138,7 +137,7 @@ class PurseState:
                     "date": r.date.hex().upper(),
                     "time": r.time.hex().upper(),
                 }
-                for r in reversed(self.log[-LOG_RECORDS:])
+                for r in reversed(self.log)
             ],
             "proof": None
             if proof is None

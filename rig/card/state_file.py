@@ -9,7 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_state", "write_state"]
+__all__ = ["CardStateError", "read_state", "write_state"]
+
+
+class CardStateError(ValueError):
+    """A card state file that cannot be used; the message names the file, the key and the fix."""
 
 
 def read_state(path: Path, what: str, *, profile_id: str, version: int, fix: str) -> Any:
@@ -17,8 +21,6 @@ def read_state(path: Path, what: str, *, profile_id: str, version: int, fix: str
 
     Raises `CardStateError` naming the file, the key and `fix`.
     """
-    from rig.card.emv_state import CardStateError
-
     if not path.exists():
         return None
     try:
@@ -40,8 +42,6 @@ def read_state(path: Path, what: str, *, profile_id: str, version: int, fix: str
 
 def write_state(path: Path, data: dict[str, Any], what: str) -> None:
     """Write `data` as JSON to `path` atomically and durably."""
-    from rig.card.emv_state import CardStateError
-
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +317,15 @@ def _client(control: str | None, data: Path) -> Any:
         raise _fail(str(e)) from None
 
 
-def _ctl(control: str | None, data: Path, as_json: bool, cmd: str, **args: Any) -> None:
+def _ctl(
+    control: str | None,
+    data: Path,
+    as_json: bool,
+    cmd: str,
+    text: Callable[[Any], list[str]] | None = None,
+    **args: Any,
+) -> None:
+    """Run one control command and print its result: JSON, or `text(result)` lines, or rows."""
     from rig.host.control import ControlError
 
     client = _client(control, data)
@@ -328,6 +337,9 @@ def _ctl(control: str | None, data: Path, as_json: bool, cmd: str, **args: Any) 
         client.close()
     if as_json:
         typer.echo(json.dumps(result))
+    elif text is not None:
+        for line in text(result):
+            typer.echo(line)
     elif isinstance(result, list):
         for row in result:
             typer.echo(_row_text(row))
@@ -433,20 +445,7 @@ def ctl_reconcile(
     Shows in balance / out of balance, the differing figures and the transactions that explain
     them (PANs masked); before the terminal's first 0500 only the host totals.
     """
-    from rig.host.control import ControlError
-
-    client = _client(control, data)
-    try:
-        result = client.call("reconcile", terminal=terminal, batch=batch)
-    except ControlError as e:
-        raise _fail(str(e)) from None
-    finally:
-        client.close()
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    for line in _reconcile_text(result):
-        typer.echo(line)
+    _ctl(control, data, as_json, "reconcile", _reconcile_text, terminal=terminal, batch=batch)
 
 
 def _figures(t: dict[str, Any]) -> str:

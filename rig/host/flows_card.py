@@ -515,15 +515,29 @@ def financial(issuer: Issuer, txn: Txn) -> str:
     return "00"
 
 
+def completion_change(holds: dict[str, int], auth_id: str | None, amount: int) -> int:
+    """Open-to-buy change of a posted 0220: the hold `auth_id` names is released (taken out of
+    `holds`), then `amount` is debited. The live flow and the restart's rebuild share it."""
+    return (holds.pop(auth_id, 0) if auth_id else 0) - amount
+
+
+def reversal_change(holds: dict[str, int], kind: str, auth_id: str | None, amount: int) -> int:
+    """Open-to-buy change of reversing an approved original of `kind`: a refund is debited
+    again, a pre-authorisation's hold released (taken out of `holds`), anything else credited."""
+    if kind == "refund":
+        return -amount
+    if auth_id and auth_id in holds:
+        return holds.pop(auth_id)
+    return amount
+
+
 def _advice(issuer: Issuer, txn: Txn, acct: Any, amount: int, tid: str) -> str:
     """0220: completion of a pre-authorisation (DE38 names the hold) or an offline approval."""
     auth_id = txn.request.get("38")
     hold = acct.holds.get(auth_id) if auth_id else None
 
     def post(t: Txn) -> None:
-        if hold is not None:
-            acct.available += acct.holds.pop(auth_id)
-        acct.available -= amount
+        acct.available += completion_change(acct.holds, auth_id, amount)
         issuer.add_totals(tid, _batch(t), "sale", amount, 1)
 
     txn.note(f"completion of pre-authorisation {auth_id}" if hold is not None else "offline advice")
@@ -566,12 +580,7 @@ def reversal(issuer: Issuer, txn: Txn) -> str:
     def undo(t: Txn) -> None:
         if pan is not None and pan in issuer.by_pan:
             acct = issuer.account(pan)
-            if kind == "refund":
-                acct.available -= amount
-            elif auth_id and auth_id in acct.holds:
-                acct.available += acct.holds.pop(auth_id)
-            else:
-                acct.available += amount
+            acct.available += reversal_change(acct.holds, kind, auth_id, amount)
             _with_balance(t, acct.available)
         if kind in ("purchase", "refund", "advice"):
             issuer.add_totals(tid, batch, "refund" if kind == "refund" else "sale", amount, -1)

@@ -12,6 +12,7 @@ from rig.crypto.keys import kcv
 from rig.crypto.primitives import CryptoError, adjust_parity
 from rig.crypto.tr31 import Header, wrap
 from rig.host import flows_card
+from rig.host.reconcile import is_qr
 from rig.iso8583.messages import Iso8583Error, Totals, private_decode, private_encode
 from rig.prepaid import purse
 from rig.qr import cpm
@@ -19,7 +20,7 @@ from rig.qr import cpm
 if TYPE_CHECKING:
     from rig.host.issuer import Issuer, Txn
 
-__all__ = ["KEY_EXCHANGE", "classify", "is_qr", "network", "prepaid", "qr", "reconciliation"]
+__all__ = ["KEY_EXCHANGE", "classify", "network", "prepaid", "qr", "reconciliation"]
 
 KEY_EXCHANGE = {
     "PIN": ("tpk", "P0", "E"),
@@ -45,8 +46,7 @@ def classify(req: Mapping[str, str]) -> str:
         return "reconciliation" if mti == "0500" else "unknown"
     if "62" in req:
         return "prepaid"
-    qr_mode = req.get("48")
-    if qr_mode and qr_mode.startswith("01"):
+    if is_qr(req):
         return "qr"
     if mti == "0220":
         return "advice"
@@ -57,12 +57,6 @@ def classify(req: Mapping[str, str]) -> str:
     if pcode == "03" or req.get("25") == "06":
         return "preauth"
     return "auth" if mti == "0100" else "purchase"
-
-
-def is_qr(req: Mapping[str, str]) -> bool:
-    """True when DE48 carries a QR mode subfield (01)."""
-    value = req.get("48")
-    return bool(value) and value.startswith("01")
 
 
 def _sub(txn: Txn, field: str) -> dict[str, str] | None:

@@ -28,10 +28,11 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rig.host import flows_misc
+from rig.host.flows_card import completion_change, reversal_change
 from rig.host.reconcile import APPROVED, private
 from rig.iso8583.messages import mask_pan
 
@@ -67,23 +68,8 @@ class RestoreReport:
     unreadable: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able summary for the host log."""
-        return {
-            "entries": self.entries,
-            "replayed": self.replayed,
-            "reversed": self.reversed,
-            "orders": self.orders,
-            "purses": self.purses,
-            "order_seq": self.order_seq,
-            "accounts": self.accounts,
-            "holds": self.holds,
-            "card_entries": self.card_entries,
-            "unknown_card_entries": self.unknown_card_entries,
-            "ambiguous_card_entries": self.ambiguous_card_entries,
-            "no_pan_entries": self.no_pan_entries,
-            "ambiguous_masks": self.ambiguous_masks[:20],
-            "unreadable": self.unreadable[:20],
-        }
+        """JSON-able summary for the host log (lists cut to their first 20)."""
+        return {k: v[:20] if isinstance(v, list) else v for k, v in asdict(self).items()}
 
 
 def restore(issuer: Issuer, journal: Journal) -> RestoreReport:
@@ -319,17 +305,11 @@ def _card_event(c: _Card, row: Sequence[Any]) -> None:
     if kind == "advice":
         if has_de54 or not auth_id:  # a refund / balance 0220 (DE54), or nothing posted
             return
-        change = (c.holds.pop(completes, 0) if completes else 0) - amount
+        change = completion_change(c.holds, completes, amount)
     else:
         if not undid:  # unknown, declined or already reversed original
             return
-        amount = o_amount or amount
-        if o_kind == "refund":
-            change = -amount
-        elif o_auth and o_auth in c.holds:
-            change = c.holds.pop(o_auth)
-        else:
-            change = amount
+        change = reversal_change(c.holds, o_kind or "", o_auth, o_amount or amount)
     if entry_id > c.anchor:
         c.change += change
 

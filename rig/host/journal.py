@@ -571,21 +571,16 @@ class Journal:
 
     # ---- reconciliation -------------------------------------------------------------------
 
-    def _batch_entries(self, terminal_id: str, batch: str) -> list[JournalEntry]:
-        rows = self._query(
-            _SELECT + " WHERE terminal_id = ? AND batch = ? ORDER BY id", (terminal_id, batch)
-        )
-        return [_row_entry(r) for r in rows]
-
     def totals(self, terminal_id: str, batch: str) -> dict[str, Any]:
         """Host totals of a terminal batch: approved, unreversed 02xx sales and refunds."""
-        return reconcile.totals(terminal_id, batch, self._batch_entries(terminal_id, batch))
+        entries = self.entries(terminal_id=terminal_id, batch=batch)
+        return reconcile.totals(terminal_id, batch, entries)
 
     def compare(
         self, terminal_id: str, batch: str, terminal_totals: Totals | Mapping[str, int]
     ) -> tuple[bool, list[dict[str, Any]]]:
         """(in balance, differences): see `rig.host.reconcile.compare`."""
-        entries = self._batch_entries(terminal_id, batch)
+        entries = self.entries(terminal_id=terminal_id, batch=batch)
         return reconcile.compare(terminal_id, batch, entries, terminal_totals)
 
 

@@ -26,6 +26,12 @@ PREPAID_SALES = frozenset({"PURCHASE"})
 """DE62 04 transaction types a terminal counts as sales (ISSUE, BALANCE, LOAD are not)."""
 
 
+def is_qr(req: Mapping[str, Any]) -> bool:
+    """True when DE48 carries a QR mode subfield (01): a QR payment, order or status query."""
+    value = req.get("48")
+    return isinstance(value, str) and value.startswith("01")
+
+
 def private(doc: Mapping[str, Any] | None, field: str) -> dict[str, str] | None:
     """DE48 / DE62 subfields of a (masked) journal document; None when absent or unreadable."""
     value = (doc or {}).get(field)
@@ -57,7 +63,7 @@ def category(e: JournalEntry) -> str | None:
         if sub is None or sub.get("04") not in PREPAID_SALES:
             return None
         return "sale" if code in SALE_CODES else None
-    qr = private(request, "48") if str(request.get("48", "")).startswith("01") else None
+    qr = private(request, "48") if is_qr(request) else None
     if qr is not None and qr.get("01") == "MPM":
         if not qr.get("03"):
             return None
@@ -93,12 +99,16 @@ def _amount(e: JournalEntry, orders: Mapping[str, int]) -> int:
     return e.amount or 0
 
 
-def posted(entries: list[JournalEntry]) -> list[tuple[JournalEntry, str, int]]:
+def posted(
+    entries: list[JournalEntry], orders: dict[str, int] | None = None
+) -> list[tuple[JournalEntry, str, int]]:
     """(entry, category, amount) of every entry the batch totals count, in entry order.
 
     Approved and not reversed; an MPM order's sale counts once (its first PAID status query).
+    `orders`: `_order_amounts(entries)` when the caller has it already.
     """
-    orders = _order_amounts(entries)
+    if orders is None:
+        orders = _order_amounts(entries)
     paid: set[str] = set()
     out: list[tuple[JournalEntry, str, int]] = []
     for e in entries:
@@ -116,6 +126,12 @@ def posted(entries: list[JournalEntry]) -> list[tuple[JournalEntry, str, int]]:
 
 def totals(terminal_id: str, batch: str, entries: list[JournalEntry]) -> dict[str, Any]:
     """Host totals of a terminal batch: approved, unreversed 02xx sales and refunds."""
+    return _sum(terminal_id, batch, posted(entries))
+
+
+def _sum(
+    terminal_id: str, batch: str, counted: list[tuple[JournalEntry, str, int]]
+) -> dict[str, Any]:
     result: dict[str, Any] = {
         "terminal_id": terminal_id,
         "batch": batch,
@@ -124,7 +140,7 @@ def totals(terminal_id: str, batch: str, entries: list[JournalEntry]) -> dict[st
         "refund_count": 0,
         "refund_amount": 0,
     }
-    for _, cat, amount in posted(entries):
+    for _, cat, amount in counted:
         result[f"{cat}_count"] += 1
         result[f"{cat}_amount"] += amount
     return result
@@ -142,8 +158,19 @@ def compare(
     count and amount gap: posted at the host but missing at the terminal, or counted by
     the terminal while the host has it reversed or declined.
     """
+    orders = _order_amounts(entries)
+    counted = posted(entries, orders)
+    return _compare(entries, terminal_totals, orders, counted, _sum(terminal_id, batch, counted))
+
+
+def _compare(
+    entries: list[JournalEntry],
+    terminal_totals: Totals | Mapping[str, int],
+    orders: dict[str, int],
+    counted: list[tuple[JournalEntry, str, int]],
+    ours: dict[str, Any],
+) -> tuple[bool, list[dict[str, Any]]]:
     theirs = asdict(terminal_totals) if isinstance(terminal_totals, Totals) else terminal_totals
-    ours = totals(terminal_id, batch, entries)
     diffs: list[dict[str, Any]] = []
     for name in ("sale_count", "sale_amount", "refund_count", "refund_amount"):
         mine, other = ours[name], int(theirs.get(name, 0))
@@ -159,8 +186,6 @@ def compare(
             )
     if not diffs:
         return True, []
-    orders = _order_amounts(entries)
-    counted = posted(entries)
     for cat in ("sale", "refund"):
         dcount = ours[f"{cat}_count"] - int(theirs.get(f"{cat}_count", 0))
         damount = ours[f"{cat}_amount"] - int(theirs.get(f"{cat}_amount", 0))
@@ -224,7 +249,9 @@ def batch_report(terminal_id: str, batch: str, entries: list[JournalEntry]) -> d
                 continue
             upload = e
             break
-    host = totals(terminal_id, batch, entries)
+    orders = _order_amounts(entries)
+    counted = posted(entries, orders)
+    host = _sum(terminal_id, batch, counted)
     out: dict[str, Any] = {
         "terminal_id": terminal_id,
         "batch": batch,
@@ -236,5 +263,5 @@ def batch_report(terminal_id: str, batch: str, entries: list[JournalEntry]) -> d
     }
     if upload is not None and theirs is not None:
         out["reconciliation"] = {"id": upload.id, "stan": upload.stan, "rc": upload.rc}
-        out["in_balance"], out["differences"] = compare(terminal_id, batch, entries, theirs)
+        out["in_balance"], out["differences"] = _compare(entries, theirs, orders, counted, host)
     return out

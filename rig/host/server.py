@@ -297,13 +297,12 @@ class HostServer:
         if self.rules.paused:
             self.counters["paused_unanswered"] += 1
             return None
-        de7 = doc.get("7", "")
+        if mti in _REVERSALS:  # looks its duplicate up itself, in its turn
+            return self._reversal(conn, frame, doc, arrived)
         journal = self.journal
-        dup = journal.find_duplicate(tid, stan, de7, mti[:2])
+        dup = journal.find_duplicate(tid, stan, doc.get("7", ""), mti[:2])
         if dup is not None:
             return self._replay(conn, frame, doc, dup, arrived)
-        if mti in _REVERSALS:
-            return self._reversal(conn, frame, doc, arrived)
         kw: dict[str, Any] = {}
         if mti == "0500":
             kw["reconciliation"] = self._compare(doc)
